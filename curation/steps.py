@@ -1,0 +1,158 @@
+"""The contract every curation step follows, and the context the pipeline hands it.
+
+A step is a small class with one `run(batches)` generator: batches of canonical records in, batches of
+kept records out. Whatever it does not pass on it must hand to `ctx.drop(...)` with a reason; the
+pipeline checks that records in = records out + records dropped for every step.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+from schemas.curation import CurationSpec
+from schemas.report import QualityReport
+
+Record = dict[str, Any]
+Batch = list[Record]
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of one chat message, whether its content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, dict):
+                value = part.get("text") if part.get("text") is not None else part.get("value")
+                if isinstance(value, str) and part.get("type", "text") == "text":
+                    texts.append(value)
+        return "\n".join(texts)
+    return ""
+
+
+def record_text(record: Record, roles: tuple[str, ...] | None = None) -> str:
+    """All turns of a record (optionally only some roles) joined by blank lines."""
+    return "\n\n".join(
+        message_text(m) for m in record.get("messages", ()) if roles is None or m.get("role") in roles
+    )
+
+
+@dataclass
+class Drop:
+    """A record a step removed, with why. `details` must never hold raw PII."""
+
+    record: Record
+    step: str
+    reason: str
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.record.get("id"), "step": self.step, "reason": self.reason,
+                "message": self.message, "details": self.details, "record": self.record}
+
+
+class SpillFile:
+    """Records parked on disk by a step that needs the whole dataset before deciding (dedup, balance)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._out = path.open("wb")
+
+    def write(self, batch: Batch) -> None:
+        self._out.write(b"".join(orjson.dumps(r) + b"\n" for r in batch))
+        self.count += len(batch)
+
+    def read(self, batch_size: int) -> Iterator[Batch]:
+        if not self._out.closed:
+            self._out.close()
+        batch: Batch = []
+        with self.path.open("rb") as f:
+            for line in f:
+                batch.append(orjson.loads(line))
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+        self.path.unlink(missing_ok=True)
+
+
+class StepContext:
+    """What the pipeline gives a step: the spec, a scratch folder, and the drop sink."""
+
+    def __init__(self, spec: CurationSpec, work_dir: Path, input_path: Path, quiet: bool = True) -> None:
+        self.spec = spec
+        self.work_dir = work_dir
+        self.input_path = input_path
+        self.quiet = quiet
+        self.extra_dir = work_dir / "extra"  # files a step adds to the output folder (topics.json, ...)
+        self.extra_dir.mkdir(parents=True, exist_ok=True)
+        self.drops: list[Drop] = []  # drained by the pipeline after every batch
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self.changed: Counter[str] = Counter()
+        self._spills = 0
+
+    def drop(self, record: Record, step: str, reason: str, message: str = "", **details: Any) -> None:
+        self.drops.append(Drop(record, step, reason, message, details))
+        self.dropped[(step, reason)] += 1
+
+    def mark_changed(self, step: str, count: int = 1) -> None:
+        self.changed[step] += count
+
+    def spill(self, name: str) -> SpillFile:
+        self._spills += 1
+        return SpillFile(self.work_dir / f"{name}-{self._spills}.jsonl")
+
+
+class Step(ABC):
+    """Base of every curation step after validation."""
+
+    name: ClassVar[str]
+
+    def __init__(self, spec: CurationSpec, ctx: StepContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+
+    @abstractmethod
+    def run(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """Consume batches of records and yield the kept ones; drop the rest through `self.drop`."""
+
+    def drop(self, record: Record, reason: str, message: str = "", **details: Any) -> None:
+        self.ctx.drop(record, self.name, reason, message, **details)
+
+    def fill_report(self, report: QualityReport) -> None:  # noqa: B027 - optional hook
+        """Write this step's section into the report (after `run` is exhausted)."""
+
+    def scrub(self, entries: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook
+        """Clean rejected entries (`Drop.to_json()` / `Rejected.to_json()` dicts, any step's) in place
+        before they are written or quoted in the report: the PII step redacts `raw` and `record`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release models, pools and files."""
+
+
+STEP_CLASSES: dict[str, str] = {
+    "pii": "curation.pii:PiiStep",
+    "dedup": "curation.dedup:DedupStep",
+    "balance": "curation.balance:BalanceStep",
+}
+
+
+def load_step_class(name: str) -> type[Step]:
+    """Import a step lazily: its libraries (presidio, torch) load only when the step runs."""
+    module_name, _, class_name = STEP_CLASSES[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert issubclass(cls, Step)
+    return cls

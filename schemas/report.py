@@ -1,0 +1,73 @@
+"""The quality report: one model, rendered as JSON, HTML and Markdown."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from schemas.balance import BalanceReport
+from schemas.dedup import DedupReport
+from schemas.pii import PiiReport
+from schemas.validation import ValidationSummary
+
+
+class StepFunnel(BaseModel):
+    """What one step received, kept and dropped (per reason)."""
+
+    step: str
+    records_in: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)
+    changed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+class LengthStats(BaseModel):
+    """Distribution of a length (characters or tokens) for one role."""
+
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p90: float = 0.0
+    p99: float = 0.0
+    max: int = 0
+    histogram: list[int] = Field(default_factory=list)
+    bin_edges: list[float] = Field(default_factory=list)
+
+
+class LengthSection(BaseModel):
+    unit: str = "characters"
+    before: dict[str, LengthStats] = Field(default_factory=dict)
+    after: dict[str, LengthStats] = Field(default_factory=dict)
+
+
+class DropExample(BaseModel):
+    id: str
+    step: str
+    reason: str
+    preview: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class QualityReport(BaseModel):
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    input_path: str
+    output_dir: str
+    steps: list[str]
+    spec: dict[str, Any] = Field(default_factory=dict)
+    records_in: int = 0
+    records_out: int = 0
+    seconds: float = 0.0
+    funnel: list[StepFunnel] = Field(default_factory=list)
+    validation: ValidationSummary | None = None
+    lengths: list[LengthSection] = Field(default_factory=list)
+    examples: dict[str, list[DropExample]] = Field(default_factory=dict)
+    pii: PiiReport | None = None
+    dedup: DedupReport | None = None
+    balance: BalanceReport | None = None

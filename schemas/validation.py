@@ -1,0 +1,39 @@
+"""Settings and results of the validation step."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.errors import RecordError
+from schemas.records import RecordFormat
+
+
+class ValidateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: RecordFormat | None = Field(None, description="Input format; None detects it from the first records.")
+    max_line_bytes: int = Field(1 << 20, gt=0, description="Lines longer than this are rejected unread.")
+    detect_records: int = Field(100, gt=0, description="How many leading records format detection looks at.")
+    require_assistant: bool = Field(True, description="Reject chat records without an assistant turn.")
+    reject_duplicate_ids: bool = Field(True, description="Reject a record whose `id` was already seen.")
+
+
+class ValidationSummary(BaseModel):
+    path: str
+    format: RecordFormat | None
+    format_detected: bool
+    format_note: str = ""
+    lines_read: int = 0
+    records_read: int = 0
+    valid: int = 0
+    rejected: int = 0
+    blank: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    warnings: dict[str, int] = Field(default_factory=dict)
+    errors_by_code: dict[str, int] = Field(default_factory=dict)
+    first_errors: list[RecordError] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0
