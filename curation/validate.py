@@ -113,7 +113,7 @@ def _check_content(content: Any, path: str) -> RecordError | None:
             if type(part) is not _DICT:
                 return _err(ErrorCode.wrong_type, f"'{ppath}' must be an object, got {_type_name(part)}", ppath)
             ptype = part.get("type")
-            if type(ptype) is not _STR or not ptype:
+            if type(ptype) is not _STR or not ptype or ptype.isspace():
                 return _err(ErrorCode.missing_field, f"'{ppath}.type' must be a non-empty string", f"{ppath}.type")
             for key in ("text", "value"):
                 if key in part and part[key] is not None and type(part[key]) is not _STR:
@@ -156,22 +156,66 @@ def check_chat(obj: dict[str, Any], require_assistant: bool) -> RecordError | No
     return None
 
 
-def check_instruction(obj: dict[str, Any]) -> RecordError | None:
-    return (_check_text(obj.get("instruction"), "instruction")
-            or _check_text(obj.get("input"), "input", required=False)
-            or _check_text(obj.get("output"), "output")
-            or _check_text(obj.get("system"), "system", required=False))
+def check_instruction(obj: dict[str, Any], prompt_only: bool = False) -> RecordError | None:
+    error = (_check_text(obj.get("instruction"), "instruction")
+             or _check_text(obj.get("input"), "input", required=False)
+             or _check_text(obj.get("system"), "system", required=False))
+    if error is not None:
+        return error
+    instances = obj.get("instances")
+    if instances is not None:
+        error = _check_instances(instances)
+        if error is not None or "output" not in obj:
+            return error
+    return _check_text(obj.get("output"), "output", required=not prompt_only)
 
 
-def check_prompt_completion(obj: dict[str, Any]) -> RecordError | None:
-    return _check_text(obj.get("prompt"), "prompt") or _check_text(obj.get("completion"), "completion")
+def _check_instances(instances: Any) -> RecordError | None:
+    """Self-instruct records carry their input/output pairs in `instances`."""
+    if type(instances) is not _LIST:
+        return _err(ErrorCode.wrong_type, f"'instances' must be an array, got {_type_name(instances)}", "instances")
+    if not instances:
+        return _err(ErrorCode.empty_content, "'instances' is empty", "instances")
+    for i, instance in enumerate(instances):
+        if type(instance) is not _DICT:
+            return _err(ErrorCode.wrong_type, f"'instances[{i}]' must be an object", f"instances[{i}]")
+        error = (_check_text(instance.get("input"), f"instances[{i}].input", required=False)
+                 or _check_text(instance.get("output"), f"instances[{i}].output"))
+        if error is not None:
+            return error
+    return None
 
 
-def check_text(obj: dict[str, Any]) -> RecordError | None:
+def check_prompt_completion(obj: dict[str, Any], prompt_only: bool = False) -> RecordError | None:
+    return (_check_text(obj.get("prompt"), "prompt")
+            or _check_text(obj.get("completion"), "completion", required=not prompt_only))
+
+
+def check_text(obj: dict[str, Any], prompt_only: bool = False) -> RecordError | None:
     return _check_text(obj.get("text"), "text")
 
 
-_INSTRUCTION_KEYS = ("instruction", "input", "output", "system")
+_INSTRUCTION_KEYS = ("instruction", "input", "output", "system", "instances")
+
+
+def has_response(obj: Any, fmt: RecordFormat) -> bool:
+    """Whether a record carries something for the model to learn to say."""
+    if type(obj) is not _DICT:
+        return False
+    if fmt is RecordFormat.chat:
+        messages = obj.get("messages")
+        return type(messages) is _LIST and any(type(m) is _DICT and m.get("role") == "assistant" for m in messages)
+    if fmt is RecordFormat.instruction:
+        return "output" in obj or "instances" in obj
+    if fmt is RecordFormat.prompt_completion:
+        return "completion" in obj
+    return True
+
+
+def _with_input(instruction: str, extra_input: Any) -> str:
+    if extra_input and not extra_input.isspace():
+        return instruction + "\n\n" + extra_input
+    return instruction
 
 
 def to_chat(obj: dict[str, Any], fmt: RecordFormat, record_id: str) -> dict[str, Any]:
@@ -187,13 +231,21 @@ def to_chat(obj: dict[str, Any], fmt: RecordFormat, record_id: str) -> dict[str,
         system = obj.get("system")
         if system:
             messages.append({"role": "system", "content": system})
-        extra_input = obj.get("input")
-        user = obj["instruction"] + ("\n\n" + extra_input if extra_input and not extra_input.isspace() else "")
-        messages.append({"role": "user", "content": user})
-        messages.append({"role": "assistant", "content": obj["output"]})
-        skip: tuple[str, ...] = _INSTRUCTION_KEYS
+        uses_instances = "output" not in obj and "instances" in obj
+        if uses_instances:
+            for instance in obj["instances"]:
+                messages.append({"role": "user", "content": _with_input(obj["instruction"], instance.get("input"))})
+                messages.append({"role": "assistant", "content": instance["output"]})
+        else:
+            messages.append({"role": "user", "content": _with_input(obj["instruction"], obj.get("input"))})
+            if obj.get("output") is not None:
+                messages.append({"role": "assistant", "content": obj["output"]})
+        # With both `output` and `instances`, the instances stay on the record as an extra field.
+        skip: tuple[str, ...] = _INSTRUCTION_KEYS if uses_instances else _INSTRUCTION_KEYS[:-1]
     elif fmt is RecordFormat.prompt_completion:
-        messages = [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["completion"]}]
+        messages = [{"role": "user", "content": obj["prompt"]}]
+        if obj.get("completion") is not None:
+            messages.append({"role": "assistant", "content": obj["completion"]})
         skip = ("prompt", "completion")
     else:
         messages = [{"role": "assistant", "content": obj["text"]}]
@@ -299,6 +351,18 @@ class Validator:
         self.summary.format = fmt
         self.summary.format_note = f"detected {fmt.value} from the first {sum(counts.values())} records"
 
+    def _detect_prompt_only(self, head: list[tuple[RawLine, Any, RecordError | None]]) -> None:
+        # A file where no leading record has a response is a prompt set (evaluation prompts, topic
+        # analysis); decided per file, like the format, and stated in the summary.
+        fmt = self.summary.format
+        if fmt is None or fmt is RecordFormat.text:
+            return
+        candidates = [obj for _, obj, error in head if error is None and type(obj) is _DICT]
+        if candidates and not any(has_response(obj, fmt) for obj in candidates):
+            self.summary.prompt_only = True
+            note = "prompt-only: no record has a response (usable for topics and evaluation, not for training)"
+            self.summary.format_note = f"{self.summary.format_note}; {note}".lstrip("; ")
+
     # -- checking ------------------------------------------------------------------------------
     def _record_id(self, raw: RawLine, obj: Any) -> tuple[str, RecordError | None]:
         derived = f"{self._stem}-{raw.record}" if raw.line is None else f"{self._stem}-L{raw.line}"
@@ -327,10 +391,11 @@ class Validator:
         if claimed is not fmt:
             return record_id, _err(ErrorCode.format_mismatch,
                                    f"record looks like {claimed.value}, but the file is {fmt.value}")
+        prompt_only = self.summary.prompt_only
         if fmt is RecordFormat.chat:
-            error = check_chat(obj, self.config.require_assistant)
+            error = check_chat(obj, self.config.require_assistant and not prompt_only)
         else:
-            error = _CHECKS[fmt](obj)
+            error = _CHECKS[fmt](obj, prompt_only)
         if error is None and self.config.reject_duplicate_ids:
             if record_id in self._seen_ids:
                 error = _err(ErrorCode.duplicate_id, f"id '{record_id[:80]}' was already used by an earlier record",
@@ -357,6 +422,7 @@ class Validator:
                 break
         if summary.format is None and head:
             self._detect(head)
+        self._detect_prompt_only(head)
         valid: list[dict[str, Any]] = []
         rejected: list[Rejected] = []
         normalise = self.normalise

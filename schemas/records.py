@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-NonEmptyStr = Annotated[str, StringConstraints(strict=True, min_length=1)]
+# Text a model learns from must hold something other than whitespace.
+NonEmptyStr = Annotated[str, StringConstraints(strict=True, pattern=r"\S")]
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
 
@@ -44,13 +45,33 @@ class ChatRecord(_PassThrough):
 
     messages: Annotated[list[Message], Field(min_length=1)]
 
+    @model_validator(mode="after")
+    def _has_assistant_turn(self) -> ChatRecord:
+        if not any(m.role == "assistant" for m in self.messages):
+            raise ValueError("the conversation has no assistant turn to learn from")
+        return self
+
+
+class Instance(_PassThrough):
+    input: str = ""
+    output: NonEmptyStr
+
 
 class InstructionRecord(_PassThrough):
-    """Alpaca format; `input` is optional context appended to the instruction."""
+    """Alpaca format; `input` is optional context appended to the instruction, `system` an optional
+    system prompt. Self-instruct records give their pairs in `instances` instead of `output`."""
 
     instruction: NonEmptyStr
     input: str = ""
-    output: NonEmptyStr
+    output: NonEmptyStr | None = None
+    system: str | None = None
+    instances: Annotated[list[Instance], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _has_response(self) -> InstructionRecord:
+        if self.output is None and self.instances is None:
+            raise ValueError("an instruction record needs 'output' (or self-instruct 'instances')")
+        return self
 
 
 class PromptCompletionRecord(_PassThrough):

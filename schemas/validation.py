@@ -23,6 +23,7 @@ class ValidationSummary(BaseModel):
     format: RecordFormat | None
     format_detected: bool
     format_note: str = ""
+    prompt_only: bool = False
     lines_read: int = 0
     records_read: int = 0
     valid: int = 0

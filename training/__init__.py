@@ -1,1 +1,1 @@
-"""training package."""
+"""LoRA fine-tuning: formatting, tokenisation, the trainer, adapters, checkpoints."""

@@ -1,0 +1,292 @@
+"""The `assay` command line. Heavy libraries load inside the commands, so `assay --help` is instant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="assay",
+    help="Assay: clean JSONL datasets, fine-tune small models with LoRA, and prove they got better.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="Export and check the JSON Schemas of the data contracts.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+FORMATS = ("auto", "chat", "instruction", "prompt_completion", "text")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="A .jsonl, .jsonl.gz or .json (array) dataset file.")],
+    format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "auto",
+    rejects: Annotated[Path | None, typer.Option(help="Write rejected lines, raw, with reasons (JSONL).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
+    max_line_bytes: Annotated[int, typer.Option(help="Reject lines longer than this many bytes.")] = 1 << 20,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Check every record of FILE. Exit 0: all valid; 1: some rejected; 2: file unreadable or bad arguments."""
+    import orjson
+
+    from curation.validate import InputFileError, validate_file
+    from schemas.records import RecordFormat
+    from schemas.validation import ValidateConfig
+
+    if format not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got '{format}'")
+    if max_line_bytes <= 0:
+        _fail("--max-line-bytes must be positive")
+    config = ValidateConfig(format=None if format == "auto" else RecordFormat(format), max_line_bytes=max_line_bytes)
+    sink = None
+    if rejects is not None:
+        try:
+            rejects.parent.mkdir(parents=True, exist_ok=True)
+            sink = rejects.open("wb")
+        except OSError as exc:
+            _fail(f"cannot write --rejects {rejects}: {exc.strerror}")
+
+    def write_reject(item: Any) -> None:
+        assert sink is not None
+        sink.write(orjson.dumps(item.to_json()) + b"\n")
+
+    try:
+        with _progress(file, quiet or as_json) as on_progress:
+            summary = validate_file(file, config, rejects=write_reject if sink else None, on_progress=on_progress)
+    except InputFileError as exc:
+        _fail(str(exc))
+        return
+    finally:
+        if sink is not None:
+            sink.close()
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+    else:
+        _print_summary(summary, rejects)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+class _progress:
+    """A byte-based progress bar on a terminal for files over a few MB; silent otherwise."""
+
+    def __init__(self, path: Path, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stdout.isatty() and path.is_file() and path.stat().st_size > 8 << 20
+        self.total = path.stat().st_size if path.is_file() else 0
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        self.bar = Progress("validating", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        self.bar.start()
+        self.task = self.bar.add_task("validate", total=self.total)
+        return lambda done: self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.update(self.task, completed=self.total)
+            self.bar.stop()
+
+
+def _print_summary(summary: Any, rejects: Path | None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    fmt = summary.format.value if summary.format else "unknown"
+    how = "detected" if summary.format_detected else "given"
+    console.print(f"[bold]{summary.path}[/bold]: format {fmt} ({how}) {summary.format_note and '- ' + summary.format_note}")
+    rate = summary.records_read / summary.seconds if summary.seconds else 0.0
+    console.print(f"{summary.records_read} records: [green]{summary.valid} valid[/green], "
+                  f"[red]{summary.rejected} rejected[/red]; {summary.blank} blank lines; "
+                  f"{summary.bytes_read / 1e6:.1f} MB in {summary.seconds:.2f} s ({rate:,.0f} records/s)")
+    if summary.warnings:
+        console.print("warnings: " + ", ".join(f"{k} x{v}" for k, v in sorted(summary.warnings.items())))
+    if summary.errors_by_code:
+        table = Table("error", "count", title="rejected by reason")
+        for code, count in sorted(summary.errors_by_code.items(), key=lambda kv: -kv[1]):
+            table.add_row(code, str(count))
+        console.print(table)
+        for err in summary.first_errors[:10]:
+            where = f"line {err.line}" if err.line is not None else f"record {err.record}"
+            where += f", column {err.column}" if err.column else ""
+            where += f", field {err.field}" if err.field else ""
+            console.print(f"  {where}: [red]{err.code.value}[/red]: {escape(err.message)}", highlight=False)
+        if rejects is not None:
+            console.print(f"rejected lines written to {rejects}")
+
+
+@app.command()
+def curate(
+    input: Annotated[Path, typer.Argument(help="The dataset to curate (.jsonl, .jsonl.gz, .json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A curation spec (YAML).")] = None,
+    steps: Annotated[str | None, typer.Option(help="Comma-separated steps, e.g. validate,pii,dedup,balance.")] = None,
+    against: Annotated[list[Path] | None, typer.Option(help="Drop records duplicating this corpus or saved index.")] = None,
+    decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/eval files to decontaminate against.")] = None,
+    topic_field: Annotated[str | None, typer.Option(help="Use this field as the topic label for balancing.")] = None,
+    max_share: Annotated[float | None, typer.Option(help="Cap any topic at this share of the output.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Run the curation pipeline on INPUT and write curated.jsonl, rejected.jsonl and the quality report."""
+    from pydantic import ValidationError
+
+    from curation.reader import InputFileError
+    from schemas.curation import CurationSpec
+
+    try:
+        spec_data: dict[str, Any] = {}
+        if config is not None:
+            spec_data = CurationSpec.from_yaml(config).model_dump(by_alias=True, exclude_unset=True)
+        if steps is not None:
+            spec_data["steps"] = [s.strip() for s in steps.split(",") if s.strip()]
+        if against:
+            spec_data.setdefault("dedup", {})["against"] = [str(p) for p in against]
+        if decontaminate:
+            spec_data.setdefault("dedup", {})["decontaminate"] = [str(p) for p in decontaminate]
+        if topic_field is not None:
+            spec_data.setdefault("balance", {})["topic_field"] = topic_field
+        if max_share is not None:
+            spec_data.setdefault("balance", {})["max_share"] = max_share
+        spec = CurationSpec.model_validate(spec_data)
+    except FileNotFoundError as exc:
+        _fail(f"cannot read --config: {exc.filename}: no such file")
+        return
+    except ValidationError as exc:
+        _fail(_spec_error(exc, config))
+        return
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    from curation.pipeline import run_pipeline
+
+    try:
+        with _StepProgress(quiet) as progress:
+            report = run_pipeline(spec, input, out, progress=progress)
+    except InputFileError as exc:
+        _fail(str(exc))
+        return
+    from curation.report import render_markdown
+
+    if not quiet:
+        typer.echo(render_markdown(report))
+    typer.echo(f"curated {report.records_out} of {report.records_in} records -> {out / 'curated.jsonl'}")
+    typer.echo(f"report: {(out / 'report.html').resolve()}")
+
+
+def _spec_error(exc: Any, config: Path | None) -> str:
+    where = f"{config}: " if config else ""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}unknown key '{loc}'")
+        else:
+            lines.append(f"{where}{loc}: {err['msg']}")
+    return "invalid curation spec:\n  " + "\n  ".join(lines)
+
+
+class _StepProgress:
+    """Per-step records/s on stderr while the pipeline runs (a live table on terminals)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.rows: dict[str, tuple[int, int, float]] = {}
+        self.live: Any = None
+
+    def __enter__(self) -> Any:
+        if self.quiet:
+            return None
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+        self.live.start()
+        return self.update
+
+    def update(self, step: str, records_in: int, kept: int, seconds: float) -> None:
+        self.rows[step] = (records_in, kept, seconds)
+        self.live.update(self._table())
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table("step", "in", "kept", "records/s")
+        for step, (n_in, kept, seconds) in self.rows.items():
+            table.add_row(step, f"{n_in:,}", f"{kept:,}", f"{n_in / seconds:,.0f}" if seconds > 0 else "-")
+        return table
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path, typer.Option(help="Folder for the *.json files.")] = Path(__file__).parent.parent / "schemas" / "json",
+) -> None:
+    """Write the JSON Schema of every record format, spec and report to OUT."""
+    from schemas.export import export_schemas
+
+    for path in export_schemas(out):
+        typer.echo(str(path))
+
+
+@schemas_app.command("check")
+def schemas_check(
+    folder: Annotated[Path, typer.Option(help="Folder holding the exported *.json files.")] = Path(__file__).parent.parent / "schemas" / "json",
+) -> None:
+    """Exit 1 when the exported JSON Schemas differ from the models."""
+    from schemas.export import stale_schemas
+
+    stale = stale_schemas(folder)
+    for name in stale:
+        typer.echo(f"out of date: {folder / name} (run `assay schemas export`)", err=True)
+    raise typer.Exit(1 if stale else 0)
+
+
+@app.command("make-tiny-model")
+def make_tiny_model(
+    out: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer to.")],
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 2048,
+    hidden_size: Annotated[int, typer.Option(help="Hidden size.")] = 64,
+    layers: Annotated[int, typer.Option(help="Decoder layers.")] = 2,
+    seed: Annotated[int, typer.Option(help="Random seed for weights.")] = 0,
+) -> None:
+    """Build a tiny Llama-architecture causal LM offline (random weights, locally trained BPE, chat template)."""
+    from training.tiny import build_tiny_model
+
+    path = build_tiny_model(out, vocab_size=vocab_size, hidden_size=hidden_size, num_layers=layers, seed=seed)
+    typer.echo(f"tiny model written to {path}")
+
+
+def _register_optional() -> None:
+    # The service's commands (serve, keys) live with the service.
+    import importlib.util
+
+    if importlib.util.find_spec("api.cli_serve") is not None:
+        from api.cli_serve import register
+
+        register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The `assay` command line as a user runs it: exit codes, summaries, rejects files, curate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def assay(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "api.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_help_lists_the_commands() -> None:
+    result = assay("--help")
+    assert result.returncode == 0
+    for command in ("validate", "curate", "make-tiny-model", "schemas"):
+        assert command in result.stdout
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    code = ("import sys; sys.argv=['assay','--help']\nimport api.cli\ntry:\n    api.cli.main()\nexcept SystemExit:\n    pass\n"
+            "heavy=[m for m in ('torch','transformers','presidio_analyzer','fastapi','sklearn','polars') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in result.stdout, result.stdout[-500:] + result.stderr[-500:]
+
+
+def test_validate_exits_0_when_all_records_are_valid(tmp_path: Path) -> None:
+    path = tmp_path / "ok.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n")
+    result = assay("validate", path, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["valid"] == 1 and summary["format"] == "chat" and summary["format_detected"] is True
+
+
+def test_validate_exits_1_and_writes_rejects_when_some_are_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "some.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n{oops\n")
+    rejects = tmp_path / "out" / "rejects.jsonl"
+    result = assay("validate", path, "--rejects", rejects)
+    assert result.returncode == 1
+    assert "1 valid" in result.stdout and "invalid_json" in result.stdout and "line 2" in result.stdout
+    entry = json.loads(rejects.read_text())
+    assert entry["raw"] == "{oops" and entry["reason"] == "invalid_json" and entry["details"]["column"] == 2
+
+
+def test_validate_exits_2_with_one_clear_message_for_unreadable_input(tmp_path: Path) -> None:
+    result = assay("validate", tmp_path / "nope.jsonl")
+    assert result.returncode == 2 and "no such file" in result.stderr and "Traceback" not in result.stderr
+    arr = tmp_path / "arr.jsonl"
+    arr.write_text(json.dumps([CHAT], indent=2))
+    result = assay("validate", arr)
+    assert result.returncode == 2 and "pretty-printed JSON array" in result.stderr
+    result = assay("validate", arr, "--format", "yaml")
+    assert result.returncode == 2 and "--format must be one of" in result.stderr
+
+
+def test_curate_with_validation_only_writes_every_output(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n" + json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+    out = tmp_path / "out"
+    result = assay("curate", path, "--out", out, "--steps", "validate", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "curated 1 of 2 records" in result.stdout
+    for name in ("curated.jsonl", "rejected.jsonl", "report.json", "report.html", "report.md"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "rejected.jsonl").read_text())["reason"] == "no_assistant_turn"
+
+
+def test_curate_names_an_unknown_spec_key(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("steps: [validate]\nvalidate:\n  max_line_byte: 5\n")
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n")
+    result = assay("curate", path, "--out", tmp_path / "o", "--config", spec)
+    assert result.returncode == 2 and "unknown key 'validate.max_line_byte'" in result.stderr

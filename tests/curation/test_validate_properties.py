@@ -1,0 +1,102 @@
+"""Property-based checks: the validator never crashes, loses no line, and agrees with the pydantic contracts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from curation.validate import Validator, check_chat, check_instruction
+from schemas.records import ChatRecord, InstructionRecord
+from schemas.validation import ValidateConfig
+
+VALID_LINES = [
+    json.dumps({"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"},
+                             {"role": "assistant", "content": "hello"}], "id": "x"}),
+    json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}),
+    json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "caf\u00e9 \u2603"}]},
+                             {"role": "assistant", "content": "ok"}], "category": "misc"}),
+]
+
+
+@st.composite
+def mutated_line(draw: st.DrawFn) -> bytes:
+    line = bytearray(draw(st.sampled_from(VALID_LINES)).encode())
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["flip", "delete", "insert", "truncate", "swap"]))
+        if not line:
+            break
+        i = draw(st.integers(0, len(line) - 1))
+        if kind == "flip":
+            line[i] = draw(st.integers(0, 255))
+        elif kind == "delete":
+            del line[i]
+        elif kind == "insert":
+            line[i:i] = draw(st.sampled_from([b"\xff", b"\\", b'"', b"{", b"]", b",", b"null", b"\r", b"\xef\xbb\xbf"]))
+        elif kind == "truncate":
+            del line[i:]
+        else:
+            line = bytearray(line.replace(b'"assistant"', draw(st.sampled_from([b'"bot"', b"1", b"null", b'"user"']))))
+    return bytes(line).replace(b"\n", b" ")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(mutated_line(), st.sampled_from([b"", b"   ", b"\r"])), min_size=1, max_size=30))
+def test_mutated_lines_never_crash_and_every_line_is_accounted_for(tmp_path: Path, lines: list[bytes]) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    validator = Validator(path, ValidateConfig(format=None))
+    try:
+        batches = list(validator.batches(4))
+    except Exception as exc:  # only the documented whole-file errors may escape
+        from curation.reader import InputFileError
+
+        assert isinstance(exc, InputFileError), repr(exc)
+        return
+    summary = validator.summary
+    assert summary.valid + summary.rejected + summary.blank == summary.lines_read == len(lines)
+    assert sum(len(v) for v, _ in batches) == summary.valid
+    assert sum(len(r) for _, r in batches) == summary.rejected
+
+
+texts = st.sampled_from(["", " ", "\n\t", "hi", " x ", "caf\u00e9"])
+content = st.one_of(texts, st.integers(), st.none(),
+                    st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "", "image"])},
+                                                   optional={"text": st.one_of(texts, st.integers())}), max_size=2))
+message = st.fixed_dictionaries({}, optional={"role": st.sampled_from(["user", "assistant", "system", "tool", "bot", 3]),
+                                             "content": content, "name": texts})
+chat = st.fixed_dictionaries({}, optional={"messages": st.one_of(st.lists(st.one_of(message, st.integers()), max_size=4),
+                                                                 texts), "category": texts})
+
+
+@settings(max_examples=400, deadline=None)
+@given(record=chat)
+def test_the_fast_chat_check_accepts_exactly_what_the_pydantic_contract_accepts(record: dict) -> None:
+    fast_ok = check_chat(record, require_assistant=True) is None
+    try:
+        ChatRecord.model_validate(record)
+        model_ok = True
+    except ValidationError:
+        model_ok = False
+    assert fast_ok == model_ok, record
+
+
+instruction = st.fixed_dictionaries({}, optional={
+    "instruction": st.one_of(texts, st.integers()), "input": st.one_of(texts, st.none(), st.integers()),
+    "output": st.one_of(texts, st.integers()), "system": st.one_of(texts, st.integers()),
+    "instances": st.lists(st.fixed_dictionaries({"output": texts}, optional={"input": texts}), max_size=2)})
+
+
+@settings(max_examples=400, deadline=None)
+@given(record=instruction)
+def test_the_fast_instruction_check_accepts_exactly_what_the_pydantic_contract_accepts(record: dict) -> None:
+    fast_ok = check_instruction(record) is None
+    try:
+        InstructionRecord.model_validate(record)
+        model_ok = True
+    except ValidationError:
+        model_ok = False
+    assert fast_ok == model_ok, record
