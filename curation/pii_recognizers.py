@@ -1,0 +1,259 @@
+"""Recognizers Presidio lacks or gets wrong on training data: street addresses, national phone formats.
+
+Also the cheap per-text pre-checks that decide which recognizers can possibly match a text, so the
+expensive ones (phonenumbers over many regions) run only on texts with enough digits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+import phonenumbers
+from presidio_analyzer import EntityRecognizer, LocalRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+
+from schemas.pii import CustomRecognizer
+
+# Street types in English and the European languages street names in real data come in. Words
+# that also occur in ordinary prose ("way", "place", "court") only count after a building number.
+_STREET_TYPES = (
+    r"street|st|road|rd|avenue|ave|av|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|square|sq|"
+    r"terrace|ter|highway|hwy|parkway|pkwy|way|crescent|cres|close|circle|cir|trail|trl|row|walk|"
+    r"alley|plaza|hill|grove|gardens|mews|wharf|quay|park|green|rise|vale|view|heights|causeway|"
+    r"crossing|path|pike|loop|run|point|ridge|route|rte|expressway|freeway|mall|center|centre"
+)
+# Street words that precede the name ("Rua X", "Calle X", "ul. X", "Avenue des X").
+_STREET_PREFIXES = (
+    r"rue|rua|r\.|via|viale|vicolo|piazza|piazzale|corso|largo|calle|c/|avenida|avda\.?|av\.|"
+    r"bd|bld|chemin|allée|allee|impasse|quai|estrada|travessa|"
+    r"praça|praca|rodovia|alameda|camino|carrera|carretera|paseo|ronda|rúa|ul\.|ulica|ulitsa|"
+    r"al\.|aleja|os\.|pl\.|str\.|strada|calea|bulevardul|odos|οδός|leoforos|ruta|jalan|jl\.|"
+    r"cesta|ulice|nám\.|náměstí|utca|út|tér|gatan|vägen|gata|vei|veien|vej|gade|tie|katu"
+)
+# Compound suffixes (German, Dutch, Nordic, Finnish, ...): "Genterstrasse 49", "Koskikatu 83".
+_STREET_SUFFIXES = (
+    r"strasse|straße|str\.|weg|gasse|platz|allee|ring|damm|ufer|steig|chaussee|markt|"
+    r"straat|laan|plein|kade|gracht|dijk|singel|"
+    r"gatan|vägen|gränd|torget|stigen|gata|veien|vegen|vei|gate|vej|gade|stræde|alle|"
+    r"katu|tie|kuja|polku|väylä|rinne|tanhua|"
+    r"utca|út|ulica|ulice|cesta|ova|eva|ská|ský"
+)
+_UNIT = r"(?:apt\.?|apartment|suite|ste\.?|unit|flat|floor|fl\.|room|rm\.?|bldg\.?|building|" \
+        r"p\.?\s?o\.?\s?box|post\s+office\s+box|box)\s*#?\s*\d+[a-z]?\b"
+_WORD = r"[^\W\d_][\w'’.\-]*"  # a word that starts with a letter (any script)
+_NUM = r"\d{1,5}[a-zA-Z]?(?:[-/]\d{1,4}[a-zA-Z]?)?"
+_SP = r"[ \t]+"
+
+_ADDRESS_ANCHORS: tuple[tuple[str, float], ...] = (
+    # 12 Main Street / 658 Sunburst Drive Apt. 4
+    (rf"\b{_NUM}{_SP}(?:{_WORD}{_SP}){{0,4}}(?:{_STREET_TYPES})\b\.?", 0.6),
+    # Rua Graciliano Ramos 1950 / ul. Lubartowska 42 / Avenue des Tuileries
+    (rf"(?<!\w)(?:{_STREET_PREFIXES}){_SP}(?:{_WORD}{_SP}){{0,4}}(?:{_WORD}|{_NUM})", 0.5),
+    # Avenue des Tuileries / Place Vendôme: English-looking prefixes only before a capital or number
+    (rf"(?<!\w)(?:avenue|boulevard|place|route|plaza|cours){_SP}(?-i:[A-Z0-9])[\w'’.\-]*"
+     rf"(?:{_SP}(?:{_WORD}|{_NUM})){{0,3}}", 0.45),
+    # Genterstrasse 49 / Koskikatu 83 / Paul-Nevermann-Platz 47
+    (rf"\b{_WORD}(?:{_STREET_SUFFIXES}){_SP}{_NUM}\b", 0.6),
+    # 18 Třebčínská 860 / 52 Tavcarjeva 73: a number, one to four words, a number
+    (rf"\b{_NUM}{_SP}(?:{_WORD}{_SP}){{1,4}}{_NUM}\b", 0.45),
+    # Apt. 441 / Suite 992 / P.O. Box 101
+    (rf"(?<!\w){_UNIT}", 0.55),
+    # USNS Márquez FPO AP 08653 (US military addresses)
+    (r"\b(?:USNS|USNV|USS|USCGC|PSC|Unit)\s+\w+(?:,?\s+Box\s+\d+)?\s*\n?\s*[AF]PO\s+A[AEP]\s+\d{5}\b", 0.7),
+    # Boyle Street / Main Road: a capitalised name and a capitalised street type, no number
+    (r"(?-i:\b[A-Z][\w'’\-]+[ \t]+(?:Street|Road|Avenue|Lane|Drive|Boulevard|Terrace|Crescent)\b)", 0.4),
+)
+_ZIP_CONTEXT = re.compile(
+    r"(?i)\b(?:zip(?:\s*code)?|post(?:al)?\s*code|postcode|plz|cep|código postal|code postal)\b\s*"
+    r"(?:is|:|=|-)?\s*(\d{5}(?:-\d{4})?|\d{4,6}|[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})\b")
+# A line or comma-separated piece that continues an address: city, state, country, postcode.
+_CONTINUATION = re.compile(
+    rf"^[ \t]*(?:(?:{_WORD}|[A-Z]{{2,3}}|\d{{4,6}}(?:-\d{{3,4}})?|{_UNIT})[ \t,]*){{1,6}}$", re.IGNORECASE)
+_PROSE_WORDS = frozenset(re.findall(r"\w+", """
+    i you he she we they it is are was were be been am the a an to of for and or but please call
+    me my your his her our their this that these those there here what when where which who how
+    can could would should will shall may might must do does did have has had not no yes if then
+    so as at by with from on in into about after before last next this today tomorrow office fax
+    mobile phone tel email desk cell home work thanks thank hello hi dear regards best"""))
+_ADDRESS_CONTEXT = re.compile(
+    r"(?i)\b(?:address(?:es)?|lives?\s+(?:at|on|in)|lived\s+(?:at|in)|located\s+at|sent\s+to|send\s+"
+    r"(?:it|them|this)?\s*to|deliver(?:ed)?\s+to|ship(?:ped)?\s+to|taxi\s+to|meet\s+(?:me\s+)?at|"
+    r"moved\s+to|office\s+is\s+at|return\s+to|mail\s+to|residing\s+at|resides\s+at)\b[\s:,-]*$")
+
+
+_SEPARATOR = re.compile(r"(?:[ \t]*[\n,][^\w\n]{0,4})+[ \t]*")
+
+
+def _continuation_end(text: str, end: int, limit: int = 5) -> int:
+    """Extend an address over the lines or comma pieces after it that look like city/country/postcode."""
+    for _ in range(limit):
+        m = _SEPARATOR.match(text, end)
+        if not m:
+            break
+        piece_start = m.end()
+        piece = text[piece_start:_piece_end(text, piece_start)]
+        newline = "\n" in m.group(0)
+        words = piece.split()
+        prose = next((i for i, w in enumerate(words) if w.lower().strip(".'’") in _PROSE_WORDS), None)
+        if prose is not None:  # "Fiji 34730 last night": keep the place, stop before the prose
+            piece = piece[: piece.index(words[prose])] if prose else ""
+        if not piece.strip() or not _looks_like_place(piece, newline):
+            break
+        end = piece_start + len(piece.rstrip())
+        if prose is not None:
+            break
+    return end
+
+
+def _piece_end(text: str, start: int) -> int:
+    stop = re.search(r"[,\n;:!?()\[\]<>\"]|\.(?=\s|$)", text[start:])
+    return start + (stop.start() if stop else len(text) - start)
+
+
+def _looks_like_place(piece: str, newline: bool) -> bool:
+    words = piece.split()
+    if not words or len(words) > (6 if newline else 4):
+        return False
+    if "@" in piece:
+        return False
+    if not _CONTINUATION.match(piece):
+        return False
+    # On the same line a place must be capitalised or a postcode; on its own line anything short goes.
+    return newline or any(w[:1].isupper() or w[:1].isdigit() for w in words)
+
+
+def _building_number_start(text: str, start: int) -> int:
+    """Pull in a building number (and a comma-free prefix number) just before an anchor: '24 14 rue'."""
+    m = re.search(rf"(?:\b{_NUM}{_SP}){{1,2}}$", text[max(0, start - 16):start])
+    return start - len(m.group(0)) if m else start
+
+
+class StreetAddressRecognizer(LocalRecognizer):
+    """Street addresses, international: street lines, units, postcodes, and the city/country lines that
+    follow them. Presidio ships no recognizer for STREET_ADDRESS."""
+
+    def __init__(self, supported_language: str = "en") -> None:
+        self._anchors = [(re.compile(p, re.IGNORECASE), s) for p, s in _ADDRESS_ANCHORS]
+        super().__init__(supported_entities=["STREET_ADDRESS"], name="StreetAddressRecognizer",
+                         supported_language=supported_language)
+
+    def load(self) -> None:  # patterns are compiled in __init__
+        return None
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        spans: list[tuple[int, int, float]] = []
+        for pattern, score in self._anchors:
+            for m in pattern.finditer(text):
+                start, end = _building_number_start(text, m.start()), m.end()
+                if _ADDRESS_CONTEXT.search(text[max(0, start - 40):start]):
+                    score = min(1.0, score + 0.3)
+                spans.append((start, _continuation_end(text, end), score))
+        for m in _ZIP_CONTEXT.finditer(text):
+            spans.append((m.start(1), m.end(1), 0.6))
+        return [RecognizerResult("STREET_ADDRESS", s, e, score,
+                                 analysis_explanation=None,
+                                 recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                                       RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+                for s, e, score in _merge(spans) if _worth_reporting(text[s:e])]
+
+
+def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    merged: list[tuple[int, int, float]] = []
+    for start, end, score in sorted(spans):
+        if merged and start <= merged[-1][1] + 1:
+            prev = merged[-1]
+            merged[-1] = (prev[0], max(prev[1], end), max(prev[2], score))
+        else:
+            merged.append((start, end, score))
+    return merged
+
+
+def _worth_reporting(value: str) -> bool:
+    # "3 more" / "10 times" are numbers in prose, not addresses: need a capital, a unit or a street word.
+    return len(value.strip()) >= 4
+
+
+# -- phone numbers ---------------------------------------------------------------------------------
+
+_PHONE_CANDIDATE = re.compile(
+    r"(?<![\w+\-.])(?:\+|00)?(?:\(\d{1,4}\)|\d{1,5})(?:[ .\-/]{0,2}(?:\(\d{1,5}\)|\d{1,6})){0,6}"
+    r"(?:\s*(?:x|ext\.?|extension|#)\s*\d{1,6})?(?!\w)(?!-\d)")
+_DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|^\d{1,2}[-/.]\d{1,2}[-/.]\d{4}\b")
+_IPV4_LIKE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
+_PHONE_CONTEXT = ["phone", "telephone", "tel", "cell", "mobile", "call", "fax", "office", "number",
+                  "reach", "contact", "whatsapp", "sms", "text", "desk"]
+
+
+class LenientPhoneRecognizer(LocalRecognizer):
+    """Phone numbers in national formats ('699 956 915', '(37) 788-063') as well as international
+    ones: a candidate must be a possible number for one of the configured regions (libphonenumber)."""
+
+    def __init__(self, regions: Iterable[str], supported_language: str = "en") -> None:
+        self.regions = list(regions) or ["US"]
+        super().__init__(supported_entities=["PHONE_NUMBER"], name="LenientPhoneRecognizer",
+                         supported_language=supported_language, context=_PHONE_CONTEXT)
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        results = []
+        for m in _PHONE_CANDIDATE.finditer(text):
+            score = self._score(m.group(0))
+            if score:
+                results.append(RecognizerResult(
+                    "PHONE_NUMBER", m.start(), m.end(), score, analysis_explanation=None,
+                    recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                          RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+        return results
+
+    def _score(self, candidate: str) -> float:
+        core = re.split(r"\s*(?:x|ext\.?|extension|#)\s*\d", candidate)[0].strip()
+        digits = sum(c.isdigit() for c in core)
+        if digits < 7 or digits > 15 or _DATE_LIKE.match(core) or _IPV4_LIKE.match(core):
+            return 0.0
+        separated = bool(re.search(r"[ .\-/()]", core)) or core.startswith("+")
+        regions = [None] if core.startswith(("+", "00")) else self.regions
+        best = 0.0
+        for region in regions:
+            try:
+                number = phonenumbers.parse(core.replace("00", "+", 1) if core.startswith("00") else core,
+                                            region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number) and (separated or digits >= 10):
+                return 0.6
+            if separated and phonenumbers.is_possible_number(number):
+                best = 0.4
+        return best
+
+
+# -- pre-checks and factories ----------------------------------------------------------------------
+
+_NON_DIGITS = re.compile(r"\D+")
+_IBAN_HINT = re.compile(r"\b[A-Za-z]{2}\d{2}")
+_IP_HINT = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}")
+
+
+def entities_worth_checking(text: str, entities: list[str]) -> list[str]:
+    """The configured entities whose recognizers could match `text` at all (cheap regex tests)."""
+    digits = len(_NON_DIGITS.sub("", text))
+    checks: dict[str, Callable[[], bool]] = {
+        "EMAIL_ADDRESS": lambda: "@" in text,
+        "CREDIT_CARD": lambda: digits >= 12,
+        "US_SSN": lambda: digits >= 9,
+        "PHONE_NUMBER": lambda: digits >= 7,
+        "IBAN_CODE": lambda: digits >= 10 and _IBAN_HINT.search(text) is not None,
+        "IP_ADDRESS": lambda: _IP_HINT.search(text) is not None,
+    }
+    return [e for e in entities if e not in checks or checks[e]()]
+
+
+def custom_recognizer(spec: CustomRecognizer) -> EntityRecognizer:
+    """A Presidio PatternRecognizer from a spec entry."""
+    patterns = [Pattern(name=f"{spec.name}_{i}", regex=p, score=spec.score) for i, p in enumerate(spec.patterns)]
+    return PatternRecognizer(supported_entity=spec.entity, name=spec.name, patterns=patterns,
+                             context=spec.context or None)
