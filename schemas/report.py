@@ -43,6 +43,7 @@ class LengthStats(BaseModel):
 
 class LengthSection(BaseModel):
     unit: str = "characters"
+    tokenizer: str | None = Field(default=None, description="The tokenizer that counted, when unit is tokens.")
     before: dict[str, LengthStats] = Field(default_factory=dict)
     after: dict[str, LengthStats] = Field(default_factory=dict)
 
@@ -51,6 +52,7 @@ class DropExample(BaseModel):
     id: str
     step: str
     reason: str
+    message: str = Field(default="", description="Why the record was dropped, in words (the step's message).")
     preview: str
     details: dict[str, Any] = Field(default_factory=dict)
 
