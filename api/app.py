@@ -1,0 +1,104 @@
+"""The FastAPI application: wiring of store, runner, auth and routes, and the startup/shutdown sequence."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+
+from api.artifacts import DataDirLock, clear_folder
+from api.auth import KeyRing, RateLimiter, hash_key
+from api.errors import install_error_handlers
+from api.jobs import JOB_KINDS
+from api.routes import curation, files, health, reports
+from api.runner import Runner
+from api.settings import Settings
+from api.store import Store
+from api.upload_check import UploadChecker
+
+log = logging.getLogger("assay.api")
+API_VERSION = "1.0.0"
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.make_dirs()
+        lock = DataDirLock(settings.data_dir)
+        lock.acquire()
+        store = Store(settings.db_url)
+        store.create_schema()
+        clear_folder(settings.tmp_dir)  # partial uploads of a server that died
+        clear_folder(settings.jobs_dir)  # work folders of jobs that cannot continue
+        keyring = KeyRing(store, frozenset(hash_key(k) for k in settings.api_keys))
+        keyring.load_now()
+        checker = UploadChecker(settings.validation_workers)
+        checker.warm_up()
+        runner = Runner(settings, store, dict(JOB_KINDS))
+        runner.start()
+        app.state.settings = settings
+        app.state.store = store
+        app.state.keyring = keyring
+        app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        app.state.upload_checker = checker
+        app.state.runner = runner
+        log.info("assay server ready: data in %s, %d worker(s), API keys %s", settings.data_dir,
+                 settings.workers, "required" if keyring.enabled_cached else "off (loopback only)")
+        try:
+            yield
+        finally:
+            runner.stop()
+            checker.shutdown()
+            store.dispose()
+            lock.release()
+
+    return lifespan
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        # Invalid requests answer 400 in the error shape, never FastAPI's default 422 body.
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                operation.get("responses", {}).pop("422", None)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        from pydantic.json_schema import models_json_schema
+
+        from schemas.report import QualityReport
+
+        _, extra = models_json_schema([(QualityReport, "serialization")],
+                                      ref_template="#/components/schemas/{model}")
+        for name, definition in extra.get("$defs", {}).items():
+            components.setdefault(name, definition)
+        app.openapi_schema = schema
+        return schema
+
+    return build
+
+
+async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    response = await call_next(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(title="Assay API", version=API_VERSION, lifespan=_lifespan(settings),
+                  description="Upload datasets, curate them (validate, PII, dedup, balance) and read the reports. "
+                              "Files follow the OpenAI Files API, so the `openai` SDK works against `/v1`.")
+    install_error_handlers(app)
+    app.middleware("http")(_security_headers)
+    for module in (health, files, curation, reports):
+        app.include_router(module.router)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,24 @@
+"""FastAPI dependencies: the store, the settings and the runner live on app.state, set by the lifespan."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from api.runner import Runner
+from api.settings import Settings
+from api.store import Store
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_runner(request: Request) -> Runner:
+    runner: Runner = request.app.state.runner
+    return runner

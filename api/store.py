@@ -1,0 +1,320 @@
+"""The state store: files, jobs, job events and API keys in SQLite (WAL) or any SQLAlchemy database URL."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+
+metadata = MetaData()
+
+files_table = Table(
+    "files", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), unique=True, nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("purpose", String(64), nullable=False, index=True),
+    Column("bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_details", Text),
+    Column("format", String(32)),
+    Column("validation", JSON),
+    Column("storage_name", String(128), nullable=False),
+    Column("job_id", String(64), index=True),
+)
+
+jobs_table = Table(
+    "jobs", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), unique=True, nullable=False),
+    Column("kind", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("input_file_id", String(64), index=True),
+    Column("params", JSON, nullable=False),
+    Column("result", JSON),
+    Column("error", JSON),
+    Column("progress", JSON),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("worker_id", String(128)),
+    Column("heartbeat_at", Float),
+)
+
+events_table = Table(
+    "job_events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), unique=True, nullable=False),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("data", JSON),
+)
+
+keys_table = Table(
+    "api_keys", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), unique=True, nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("key_hash", String(128), unique=True, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+ACTIVE_STATUSES = ("queued", "running", "cancelling")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def new_id(prefix: str) -> str:
+    """Random, unguessable, URL-safe ids: ids never come from client input."""
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+class CursorNotFound(LookupError):
+    """A list cursor (`after`) names an object that does not exist."""
+
+
+def make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, future=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, future=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook issue BEGIN itself, so writes can take the lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when another
+        # process writes; IMMEDIATE waits for the write lock instead (busy_timeout).
+        mode = "IMMEDIATE" if conn.get_execution_options().get("assay_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+class Store:
+    """All database access. Methods are short transactions; rows come back as plain dicts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(assay_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(select(1)).scalar_one()
+
+    # -- files ------------------------------------------------------------------------------------
+    def insert_file(self, row: dict[str, Any]) -> dict[str, Any]:
+        with self._write() as conn:
+            conn.execute(insert(files_table).values(**row))
+        return self.get_file(row["id"]) or row
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            found = conn.execute(select(files_table).where(files_table.c.id == file_id)).mappings().first()
+        return dict(found) if found else None
+
+    def list_files(self, *, purpose: str | None, limit: int, after: str | None,
+                   descending: bool = True) -> tuple[list[dict[str, Any]], bool]:
+        query = select(files_table)
+        if purpose is not None:
+            query = query.where(files_table.c.purpose == purpose)
+        return self._page(files_table, query, limit, after, descending)
+
+    def delete_file(self, file_id: str) -> dict[str, Any] | None:
+        with self._write() as conn:
+            found = conn.execute(select(files_table).where(files_table.c.id == file_id)).mappings().first()
+            if found is None:
+                return None
+            conn.execute(delete(files_table).where(files_table.c.id == file_id))
+        return dict(found)
+
+    def storage_names(self) -> set[str]:
+        with self._read() as conn:
+            return set(conn.execute(select(files_table.c.storage_name)).scalars())
+
+    def _page(self, table: Table, query: Any, limit: int, after: str | None,
+              descending: bool) -> tuple[list[dict[str, Any]], bool]:
+        with self._read() as conn:
+            if after is not None:
+                cursor = conn.execute(select(table.c.seq).where(table.c.id == after)).scalar()
+                if cursor is None:
+                    raise CursorNotFound(after)
+                query = query.where(table.c.seq < cursor if descending else table.c.seq > cursor)
+            order = table.c.seq.desc() if descending else table.c.seq.asc()
+            rows = conn.execute(query.order_by(order).limit(limit + 1)).mappings().all()
+        return [dict(r) for r in rows[:limit]], len(rows) > limit
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def insert_job(self, *, kind: str, params: dict[str, Any], input_file_id: str | None) -> dict[str, Any]:
+        job_id = new_id("job")
+        with self._write() as conn:
+            conn.execute(insert(jobs_table).values(
+                id=job_id, kind=kind, status="queued", params=params, input_file_id=input_file_id,
+                created_at=time.time(), cancel_requested=False))
+        job = self.get_job(job_id)
+        assert job is not None
+        return job
+
+    def get_job(self, job_id: str, kind: str | None = None) -> dict[str, Any] | None:
+        query = select(jobs_table).where(jobs_table.c.id == job_id)
+        if kind is not None:
+            query = query.where(jobs_table.c.kind == kind)
+        with self._read() as conn:
+            found = conn.execute(query).mappings().first()
+        return dict(found) if found else None
+
+    def list_jobs(self, *, kind: str, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
+        return self._page(jobs_table, select(jobs_table).where(jobs_table.c.kind == kind), limit, after, True)
+
+    def active_jobs_using(self, file_id: str) -> list[str]:
+        with self._read() as conn:
+            return list(conn.execute(select(jobs_table.c.id).where(
+                jobs_table.c.input_file_id == file_id, jobs_table.c.status.in_(ACTIVE_STATUSES))).scalars())
+
+    def claim_job(self, worker_id: str, kinds: list[str]) -> dict[str, Any] | None:
+        """Move the oldest queued job of a known kind to running for this worker; None when none is queued."""
+        for _ in range(5):
+            with self._write() as conn:
+                candidate = conn.execute(
+                    select(jobs_table.c.id).where(jobs_table.c.status == "queued", jobs_table.c.kind.in_(kinds))
+                    .order_by(jobs_table.c.seq).limit(1)).scalar()
+                if candidate is None:
+                    return None
+                now = time.time()
+                claimed = conn.execute(
+                    update(jobs_table).where(jobs_table.c.id == candidate, jobs_table.c.status == "queued")
+                    .values(status="running", worker_id=worker_id, started_at=now, heartbeat_at=now)).rowcount
+            if claimed == 1:
+                return self.get_job(candidate)
+        return None
+
+    def heartbeat(self, job_id: str, worker_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.worker_id == worker_id)
+                         .values(heartbeat_at=time.time()))
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        with self._write() as conn:
+            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id)
+                         .values(progress=progress, heartbeat_at=time.time()))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._read() as conn:
+            return bool(conn.execute(select(jobs_table.c.cancel_requested).where(jobs_table.c.id == job_id)).scalar())
+
+    def request_cancel(self, job_id: str) -> dict[str, Any] | None:
+        """Queued jobs are cancelled at once; running ones are asked to stop (status `cancelling`)."""
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status == "queued")
+                         .values(status="cancelled", cancel_requested=True, finished_at=now))
+            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status == "running")
+                         .values(status="cancelling", cancel_requested=True))
+        return self.get_job(job_id)
+
+    def finish_job(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
+                   error: dict[str, Any] | None = None, worker_id: str | None = None) -> bool:
+        """Set a final status unless the job is already final; True when this call finished it."""
+        assert status in FINAL_STATUSES
+        query = update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status.in_(ACTIVE_STATUSES))
+        if worker_id is not None:
+            query = query.where(jobs_table.c.worker_id == worker_id)
+        with self._write() as conn:
+            done = conn.execute(query.values(status=status, result=result, error=error,
+                                             finished_at=time.time())).rowcount
+        return done == 1
+
+    def running_jobs(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(select(jobs_table).where(jobs_table.c.status.in_(("running", "cancelling"))))
+            return [dict(r) for r in rows.mappings()]
+
+    # -- events -----------------------------------------------------------------------------------
+    def add_event(self, job_id: str, message: str, *, level: str = "info", type_: str = "message",
+                  data: dict[str, Any] | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(insert(events_table).values(
+                id=new_id("jobevent"), job_id=job_id, created_at=time.time(), level=level, type=type_,
+                message=message, data=data))
+
+    def list_events(self, job_id: str, *, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
+        query = select(events_table).where(events_table.c.job_id == job_id)
+        return self._page(events_table, query, limit, after, descending=False)
+
+    def count_events(self, job_id: str) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(events_table)
+                                    .where(events_table.c.job_id == job_id)).scalar_one())
+
+    # -- API keys ---------------------------------------------------------------------------------
+    def add_key(self, name: str, key_hash: str) -> dict[str, Any]:
+        row = {"id": new_id("key"), "name": name, "key_hash": key_hash, "created_at": time.time()}
+        with self._write() as conn:
+            conn.execute(insert(keys_table).values(**row))
+        return row
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(select(keys_table.c.id, keys_table.c.name, keys_table.c.created_at)
+                                .order_by(keys_table.c.seq))
+            return [dict(r) for r in rows.mappings()]
+
+    def remove_key(self, key_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute(delete(keys_table).where(keys_table.c.id == key_id)).rowcount == 1
+
+    def key_hashes(self) -> set[str]:
+        with self._read() as conn:
+            return set(conn.execute(select(keys_table.c.key_hash)).scalars())
