@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ class InputFileError(Exception):
 
 @dataclass(slots=True)
 class RawLine:
-    """One physical record of the input.
+    """One input record as read, kept for rejects.
 
     `data` is the line's bytes (without the line end) or, for .json arrays, the already parsed item.
     `too_long` marks a line cut at the size limit; `data` then holds only its head.
@@ -30,8 +29,6 @@ class RawLine:
     line: int | None
     record: int
     data: bytes | Any
-    crlf: bool = False
-    bom: bool = False
     too_long: bool = False
     parsed: bool = False
 
@@ -40,7 +37,8 @@ def is_json_array_file(path: Path) -> bool:
     return path.suffix.lower() == ".json" or path.name.lower().endswith(".json.gz")
 
 
-def open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """(stream of the file's bytes, the file on disk); the second's tell() measures progress."""
     if not path.exists():
         raise InputFileError(f"{path}: no such file")
     if path.is_dir():
@@ -50,59 +48,45 @@ def open_binary(path: Path) -> IO[bytes]:
     except OSError as exc:
         raise InputFileError(f"{path}: cannot open ({exc.strerror})") from exc
     if path.suffix.lower() == ".gz":
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
-    return raw
+        return gzip.GzipFile(fileobj=raw), raw  # type: ignore[return-value]
+    return raw, raw
 
 
-class ByteCounter(io.RawIOBase):
-    """Wraps a file and counts the bytes read from the disk (for progress over compressed input)."""
+def iter_jsonl(stream: IO[bytes], max_line_bytes: int, block_bytes: int = 1 << 22) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield (1-based line number, line without its newline, cut at the size limit?) for every line.
 
-    def __init__(self, inner: IO[bytes]) -> None:
-        self.inner = inner
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.inner.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
-        return n
-
-    def close(self) -> None:
-        self.inner.close()
-        super().close()
-
-
-def iter_jsonl(stream: IO[bytes], max_line_bytes: int) -> Iterator[RawLine]:
-    """Yield every physical line (blank ones too, as empty data) with its 1-based number."""
-    readline = stream.readline
+    Reads big blocks and splits them, which is several times faster than readline; memory stays
+    within one block plus one line head, however long a line is.
+    """
     number = 0
+    pending = b""
+    pending_long = False
     while True:
-        line = readline(max_line_bytes + 1)
-        if not line:
-            return
-        number += 1
-        too_long = False
-        if len(line) > max_line_bytes and not line.endswith(b"\n"):
-            too_long = True
-            head = line[:max_line_bytes]
-            while line and not line.endswith(b"\n"):  # skip the rest of the line in chunks
-                line = readline(_CHUNK)
-            line = head
-        crlf = line.endswith(b"\r\n")
-        if line.endswith(b"\n"):
-            line = line[:-2] if crlf else line[:-1]
-        bom = number == 1 and line.startswith(BOM)
-        if bom:
-            line = line[3:]
-        yield RawLine(number, number, line, crlf=crlf, bom=bom, too_long=too_long)
+        block = stream.read(block_bytes)
+        if not block:
+            break
+        parts = block.split(b"\n")
+        last = parts.pop()
+        if parts:
+            parts[0] = pending + parts[0]
+            first_long = pending_long
+            pending, pending_long = b"", False
+            for i, line in enumerate(parts):
+                number += 1
+                if len(line) > max_line_bytes or (i == 0 and first_long):
+                    yield number, line[:max_line_bytes], True
+                else:
+                    yield number, line, False
+        if not pending_long:
+            pending += last
+            if len(pending) > max_line_bytes:
+                pending, pending_long = pending[:max_line_bytes], True
+    if pending or pending_long:
+        yield number + 1, pending, pending_long
 
 
-def iter_json_array(stream: IO[bytes], path: Path) -> Iterator[RawLine]:
-    """Yield the items of one top-level JSON array, streamed with ijson."""
+def iter_json_array(stream: IO[bytes], path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield (1-based index, item) for the items of one top-level JSON array, streamed with ijson."""
     import ijson
 
     head = stream.read(1024)
@@ -114,33 +98,16 @@ def iter_json_array(stream: IO[bytes], path: Path) -> Iterator[RawLine]:
                 "Hint: if it holds one object per line, name it .jsonl."
             )
         raise InputFileError(f"{path}: a .json file must hold one JSON array of records")
-    chained = io.BufferedReader(_Prepend(head.lstrip(BOM), stream))  # type: ignore[arg-type]
+    stream.seek(0)  # gzip streams rewind too
+    if head.startswith(BOM):
+        stream.read(len(BOM))
     record = 0
     try:
-        for item in ijson.items(chained, "item", use_float=True):
+        for item in ijson.items(stream, "item", use_float=True):
             record += 1
-            yield RawLine(None, record, item, parsed=True)
+            yield record, item
     except ijson.JSONError as exc:
         raise InputFileError(f"{path}: invalid JSON after record {record}: {exc}") from exc
-
-
-class _Prepend(io.RawIOBase):
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self.head = head
-        self.rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.head:
-            n = min(len(buffer), len(self.head))
-            buffer[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        data = self.rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def sniff_jsonl_container(first_line: bytes, path: Path) -> None:

@@ -14,7 +14,7 @@ from schemas.pii import PiiConfig
 from schemas.validation import ValidateConfig
 
 StepName = Literal["validate", "pii", "dedup", "balance"]
-ALL_STEPS: tuple[str, ...] = ("validate", "pii", "dedup", "balance")
+ALL_STEPS: tuple[StepName, ...] = ("validate", "pii", "dedup", "balance")
 
 
 class CurationSpec(BaseModel):

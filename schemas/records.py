@@ -53,7 +53,7 @@ class ChatRecord(_PassThrough):
 
 
 class Instance(_PassThrough):
-    input: str = ""
+    input: str | None = ""
     output: NonEmptyStr
 
 
@@ -62,7 +62,7 @@ class InstructionRecord(_PassThrough):
     system prompt. Self-instruct records give their pairs in `instances` instead of `output`."""
 
     instruction: NonEmptyStr
-    input: str = ""
+    input: str | None = ""
     output: NonEmptyStr | None = None
     system: str | None = None
     instances: Annotated[list[Instance], Field(min_length=1)] | None = None
