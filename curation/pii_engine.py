@@ -22,6 +22,7 @@ from presidio_anonymizer.entities import OperatorConfig  # noqa: E402
 
 from curation.pii_recognizers import (  # noqa: E402
     LenientPhoneRecognizer,
+    PersonContextRecognizer,
     StreetAddressRecognizer,
     custom_recognizer,
     entities_worth_checking,
@@ -66,14 +67,25 @@ def normalise_value(value: str) -> str:
     return " ".join(value.split()).casefold()
 
 
-def resolve_overlaps(detections: list[Detection]) -> list[Detection]:
-    """Keep the best detection where several overlap; a partly covered one keeps its uncovered part."""
+_EDGE = " \t\r\n,;:"
+
+
+def resolve_overlaps(text: str, detections: list[Detection]) -> list[Detection]:
+    """Keep the best detection where several overlap; a partly covered one keeps its uncovered part
+    (without the separators at its edges, so 'Main St, Springfield' stays two clean spans)."""
+    # A detection inside a longer one goes: the container redacts it anyway, and splitting an address
+    # around the street name NER took for a person would leave fragments of both.
+    detections = [d for d in detections if not any(
+        o.start <= d.start and d.end <= o.end and (o.end - o.start) > (d.end - d.start) for o in detections)]
     kept: list[Detection] = []
     for det in sorted(detections, key=lambda d: (-d.score, -(d.end - d.start), d.start)):
         pieces = [(det.start, det.end)]
         for k in kept:
             pieces = [p for s, e in pieces for p in ((s, min(e, k.start)), (max(s, k.end), e)) if p[0] < p[1]]
         for s, e in pieces:
+            value = text[s:e]
+            s += len(value) - len(value.lstrip(_EDGE))
+            e -= len(value) - len(value.rstrip(_EDGE))
             if e - s >= 2:
                 kept.append(Detection(s, e, det.entity, det.score))
     return sorted(kept)
@@ -165,7 +177,7 @@ class PiiEngine:
                                         score_threshold=self.config.score_threshold)
         detections = [Detection(r.start, r.end, r.entity_type, r.score) for r in results
                       if normalise_value(text[r.start:r.end]) not in self._allow and text[r.start:r.end].strip()]
-        return resolve_overlaps(detections)
+        return resolve_overlaps(text, detections)
 
     def _artifacts(self, texts: list[str]) -> Iterator[NlpArtifacts]:
         if not self._uses_ner:
@@ -186,7 +198,9 @@ class PiiEngine:
             return Redaction(text, detections)
         results = [RecognizerResult(d.entity, d.start, d.end, d.score) for d in detections]
         operators = {entity: self._operator(entity) for entity in {d.entity for d in detections}}
-        result = self.anonymizer.anonymize(text, results, operators=operators)  # type: ignore[arg-type]
+        # Spans are already disjoint; no merging keeps one replaced span per detection (offsets map back).
+        result = self.anonymizer.anonymize(text, results, operators=operators,  # type: ignore[arg-type]
+                                           merge_entities_with_spaces=False)
         return Redaction(result.text, detections, sorted((i.start, i.end) for i in result.items))
 
     def _operator(self, entity: str) -> OperatorConfig:
@@ -209,10 +223,9 @@ class PiiEngine:
 
 def _build_nlp_engine(config: PiiConfig) -> NlpEngine:
     if config.nlp_engine == "patterns":
-        from presidio_analyzer.nlp_engine import NerModelConfiguration, NoOpNlpEngine
+        from presidio_analyzer.nlp_engine import NoOpNlpEngine
 
-        return NoOpNlpEngine(models=[{"lang_code": LANGUAGE, "model_name": "no_op"}],
-                             ner_model_configuration=NerModelConfiguration())
+        return NoOpNlpEngine(models=[{"lang_code": LANGUAGE, "model_name": "no_op"}])
     model = config.model if config.nlp_engine == "spacy" else config.transformers_tokenizer_model
     try:
         engine = NlpEngineProvider(nlp_configuration={
@@ -246,6 +259,7 @@ def _build_registry(config: PiiConfig, nlp_engine: NlpEngine) -> RecognizerRegis
         registry.remove_recognizer(name)
     registry.add_recognizer(LenientPhoneRecognizer(config.phone_regions))
     registry.add_recognizer(StreetAddressRecognizer())
+    registry.add_recognizer(PersonContextRecognizer())
     if config.nlp_engine == "transformers":
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
         from presidio_analyzer.predefined_recognizers.ner.huggingface_ner_recognizer import (

@@ -134,7 +134,16 @@ class StreetAddressRecognizer(LocalRecognizer):
     follow them. Presidio ships no recognizer for STREET_ADDRESS."""
 
     def __init__(self, supported_language: str = "en") -> None:
-        self._anchors = [(re.compile(p, re.IGNORECASE), s) for p, s in _ADDRESS_ANCHORS]
+        from faker.providers.address.en_US import Provider as UsAddresses
+
+        # 4521 Kim Mountain / 12 Prince Harbor: the USPS suffixes (faker ships the list) count only
+        # capitalised after a capitalised name, since many are plain words ("2 keys", "3 ways").
+        usps = "|".join(sorted({re.escape(x) for x in UsAddresses.street_suffixes}, key=len, reverse=True))
+        capital = r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*"
+        usps_anchor = (rf"\b{_NUM}{_SP}(?-i:(?:{capital}{_SP}){{1,3}}(?:{usps}))\b", 0.55)
+        self._anchors = [(re.compile(p, re.IGNORECASE), s) for p, s in (*_ADDRESS_ANCHORS, usps_anchor)]
+        # After 'lives at' / 'address is', a number and one to three capitalised words are enough.
+        self._after_context = re.compile(rf"\b{_NUM}{_SP}(?:{capital}{_SP}?){{1,3}}")
         super().__init__(supported_entities=["STREET_ADDRESS"], name="StreetAddressRecognizer",
                          supported_language=supported_language)
 
@@ -147,16 +156,22 @@ class StreetAddressRecognizer(LocalRecognizer):
         for pattern, score in self._anchors:
             for m in pattern.finditer(text):
                 start, end = _building_number_start(text, m.start()), m.end()
-                if _ADDRESS_CONTEXT.search(text[max(0, start - 40):start]):
-                    score = min(1.0, score + 0.3)
-                spans.append((start, _continuation_end(text, end), score))
+                boost = 0.3 if _ADDRESS_CONTEXT.search(text[max(0, start - 40):start]) else 0.0
+                spans.append((start, _continuation_end(text, end), min(1.0, score + boost)))
+        for m in self._after_context.finditer(text):
+            if _ADDRESS_CONTEXT.search(text[max(0, m.start() - 40):m.start()]):
+                spans.append((m.start(), _continuation_end(text, m.end()), 0.7))
         for m in _ZIP_CONTEXT.finditer(text):
             spans.append((m.start(1), m.end(1), 0.6))
-        return [RecognizerResult("STREET_ADDRESS", s, e, score,
-                                 analysis_explanation=None,
-                                 recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                                       RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+        return [_result(self, "STREET_ADDRESS", s, e, score)
                 for s, e, score in _merge(spans) if _worth_reporting(text[s:e])]
+
+
+def _result(recognizer: EntityRecognizer, entity: str, start: int, end: int, score: float) -> RecognizerResult:
+    """A result tagged with its recognizer, as Presidio's context enhancement expects."""
+    metadata = {RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(recognizer, "name", "")),
+                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: str(recognizer.id)}
+    return RecognizerResult(entity, start, end, score, recognition_metadata=metadata)
 
 
 def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
@@ -171,8 +186,39 @@ def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
 
 
 def _worth_reporting(value: str) -> bool:
-    # "3 more" / "10 times" are numbers in prose, not addresses: need a capital, a unit or a street word.
-    return len(value.strip()) >= 4
+    return len(value.strip()) >= 4  # "12 St" alone says nothing
+
+
+# -- person names in telling context ---------------------------------------------------------------
+
+_NAME = r"(?-i:\p{Lu}[\p{Ll}'’\-]+|\p{Lu}\.)"
+_PERSON_CONTEXT = (
+    # "my name is Ana Souza", "call me Tilly", "Name: Jo Park", "signed, Bea Lind"
+    (rf"(?:\bmy\s+name\s+is|\bname\s*:|\bcall\s+me|\bcalls\s+me|\bi\s+am\s+called|\bsigned,?)"
+     rf"\s+(?P<name>{_NAME}(?:[ \t]+{_NAME}){{0,3}})", 0.7),
+    # "Mr. Carr", "Dr. Peter Garcia": the title goes with the name
+    (rf"(?P<name>\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dame)\.?[ \t]+{_NAME}(?:[ \t]+{_NAME}){{0,2}})", 0.7),
+)
+
+
+class PersonContextRecognizer(LocalRecognizer):
+    """Names introduced by a phrase that leaves no doubt ('my name is', a title), which small NER
+    models miss in lower-case or unusual names."""
+
+    def __init__(self, supported_language: str = "en") -> None:
+        import regex  # \p{Lu}: capitals of every script
+
+        self._patterns = [(regex.compile(p, regex.IGNORECASE), s) for p, s in _PERSON_CONTEXT]
+        super().__init__(supported_entities=["PERSON"], name="PersonContextRecognizer",
+                         supported_language=supported_language)
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+                ) -> list[RecognizerResult]:
+        return [_result(self, "PERSON", m.start("name"), m.end("name"), score)
+                for pattern, score in self._patterns for m in pattern.finditer(text)]
 
 
 # -- phone numbers ---------------------------------------------------------------------------------
@@ -204,10 +250,7 @@ class LenientPhoneRecognizer(LocalRecognizer):
         for m in _PHONE_CANDIDATE.finditer(text):
             score = self._score(m.group(0))
             if score:
-                results.append(RecognizerResult(
-                    "PHONE_NUMBER", m.start(), m.end(), score, analysis_explanation=None,
-                    recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                                          RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+                results.append(_result(self, "PHONE_NUMBER", m.start(), m.end(), score))
         return results
 
     def _score(self, candidate: str) -> float:
@@ -256,4 +299,4 @@ def custom_recognizer(spec: CustomRecognizer) -> EntityRecognizer:
     """A Presidio PatternRecognizer from a spec entry."""
     patterns = [Pattern(name=f"{spec.name}_{i}", regex=p, score=spec.score) for i, p in enumerate(spec.patterns)]
     return PatternRecognizer(supported_entity=spec.entity, name=spec.name, patterns=patterns,
-                             context=spec.context or None)
+                             context=spec.context)

@@ -19,6 +19,10 @@ OperatorName = Literal["placeholder", "mask", "hash", "fake"]
 RolePolicy = Literal["redact", "drop", "keep"]
 
 
+def _default_role_policy() -> dict[str, RolePolicy]:
+    return {"system": "redact", "user": "redact", "assistant": "redact", "tool": "redact"}
+
+
 class CustomRecognizer(BaseModel):
     """A regex recognizer declared in the spec, e.g. employee ids or internal ticket numbers."""
 
@@ -85,8 +89,7 @@ class PiiConfig(BaseModel):
     hash_length: int = Field(8, ge=4, le=64, description="Hex digits kept in a hash token.")
     mask_char: str = Field("*", min_length=1, max_length=1, description="Character used by `mask`.")
     role_policy: dict[str, RolePolicy] = Field(
-        default_factory=lambda: {"system": "redact", "user": "redact", "assistant": "redact",
-                                 "tool": "redact"},
+        default_factory=_default_role_policy,
         description="Per chat role: redact the PII, drop the whole record (reason `pii_in_<role>`), "
                     "or keep the turn unchanged. Roles not listed use `default_policy`.")
     default_policy: RolePolicy = Field("redact", description="Policy for roles not in role_policy.")
@@ -151,8 +154,11 @@ class PiiReport(BaseModel):
     by_role_entity: dict[str, dict[str, int]] = Field(default_factory=dict)
     dropped_by_role: dict[str, int] = Field(default_factory=dict)
     rescanned_texts: int = 0
-    residual: int = Field(0, description="Detections found by the rescan of redacted text (target 0).")
+    second_pass: int = Field(default=0, description="Detections the rescan of redacted text found (NER sees "
+                                                    "new context once names are replaced); redacted too.")
+    second_pass_by_entity: dict[str, int] = Field(default_factory=dict)
+    residual: int = Field(default=0, description="Detections still found after the second pass (target 0).")
     residual_by_entity: dict[str, int] = Field(default_factory=dict)
-    rejects_scrubbed: int = Field(0, description="Rejected entries (any step) redacted before writing.")
+    rejects_scrubbed: int = Field(default=0, description="Rejected entries (any step) redacted before writing.")
     seconds: float = 0.0
     examples: list[RedactedExample] = Field(default_factory=list)
