@@ -73,6 +73,9 @@ def serve(
                        "set ASSAY_API_KEYS, bind 127.0.0.1, or pass --insecure.", err=True)
             raise typer.Exit(2)
         typer.echo(f"warning: listening on {host} with no API keys: anyone who can reach it can use it.", err=True)
+    import logging
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 

@@ -62,8 +62,10 @@ class Runner:
 
     def __post_init__(self) -> None:
         self._mp = multiprocessing.get_context("spawn")
-        self._wake = self._mp.Event()
-        self._stop = self._mp.Event()
+        # A Semaphore and raw shared bytes, not multiprocessing.Event: Event.set() waits for every sleeper to
+        # wake up, so one worker killed while waiting would hang the server for good.
+        self._wake = self._mp.Semaphore(0)
+        self._stop = self._mp.RawValue("b", 0)
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._host = socket.gethostname()
@@ -79,8 +81,9 @@ class Runner:
 
     def stop(self, grace_s: float = 3.0) -> None:
         self._stopping.set()
-        self._stop.set()
-        self._wake.set()
+        self._stop.value = 1
+        for _ in self.slots:
+            self._wake.release()
         deadline = time.monotonic() + grace_s
         for slot in self.slots:
             slot.process.join(max(0.0, deadline - time.monotonic()))
@@ -97,7 +100,7 @@ class Runner:
         self.reap_orphans()
 
     def _spawn(self) -> _Slot:
-        ready = self._mp.Event()
+        ready = self._mp.RawValue("b", 0)
         process = self._mp.Process(
             target=worker_main, name="assay-worker", daemon=True,
             args=(self.settings, dict(self.kinds), os.getpid(), self._wake, self._stop, ready))
@@ -105,10 +108,11 @@ class Runner:
         return _Slot(process, ready)
 
     def wake(self) -> None:
-        self._wake.set()
+        """Tell an idle worker a job is queued (workers also poll the database twice a second)."""
+        self._wake.release()
 
     def workers_ready(self) -> int:
-        return sum(1 for slot in self.slots if slot.process.is_alive() and slot.ready.is_set())
+        return sum(1 for slot in self.slots if slot.process.is_alive() and slot.ready.value)
 
     # -- supervision ------------------------------------------------------------------------------
     def _supervise(self) -> None:

@@ -23,6 +23,12 @@ def check_upload(path: str, display_name: str) -> dict[str, Any]:
     return {"summary": data}
 
 
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server process to handle
+
+
 def _preload() -> int:
     import curation.validate  # noqa: F401
 
@@ -40,7 +46,8 @@ class UploadChecker:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_ignore_sigint)
 
     async def check(self, path: str, display_name: str) -> dict[str, Any]:
         import asyncio

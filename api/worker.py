@@ -102,16 +102,15 @@ def worker_main(settings: Settings, kinds: dict[str, str], parent_pid: int, wake
     store = Store(settings.db_url)
     store.ping()
     worker_id = worker_identity()
-    ready.set()
-    while not stop.is_set():
+    ready.value = 1
+    while not stop.value:
         try:
             job = store.claim_job(worker_id, list(kinds))
         except Exception as exc:  # database briefly unavailable: wait and retry
             log.warning("claiming a job failed: %s", type(exc).__name__)
             job = None
         if job is None:
-            if wake.wait(0.5):
-                wake.clear()
+            wake.acquire(timeout=0.5)
             continue
         run_job(job, store, settings, kinds, worker_id)
     store.dispose()
