@@ -172,7 +172,8 @@ def cluster_duplicates(sketches: Sketches, eligible: np.ndarray, lengths: np.nda
 def _link_near_duplicates(sketches: Sketches, members: np.ndarray, config: DedupConfig, union: UnionFind,
                           result: Clusters) -> None:
     started = time.perf_counter()
-    bands, rows = lsh_bands(config.threshold, config.num_perm, config.bands, config.rows)
+    bands, rows = lsh_bands(config.threshold, config.num_perm, config.bands, config.rows,
+                            config.recall_weight)
     keys = band_keys(np.asarray(sketches.signatures[members]), bands, rows)
     pairs = candidate_pairs(keys, members, config.bucket_pair_limit)
     result.candidate_pairs = len(pairs)
@@ -246,7 +247,7 @@ class DedupStep(Step):
                                   else f"field:{self.config.keep_field}", verify=self.config.verify)
         if self.config.near or self.config.against:
             bands, rows = lsh_bands(self.config.threshold, self.config.num_perm, self.config.bands,
-                                    self.config.rows)
+                                    self.config.rows, self.config.recall_weight)
             self.report.bands, self.report.rows = bands, rows
             log.info("dedup: MinHash num_perm=%d, threshold=%.2f -> LSH %d bands x %d rows (%s %d-grams)",
                      self.config.num_perm, self.config.threshold, bands, rows, self.config.shingle,

@@ -311,16 +311,17 @@ class MinHasher:
 # ---------------------------------------------------------------- LSH banding
 
 
-def lsh_bands(threshold: float, num_perm: int, bands: int | None = None, rows: int | None = None
-              ) -> tuple[int, int]:
-    """Bands and rows: given, or datasketch's optimum for the threshold (equal weight to FP and FN)."""
+def lsh_bands(threshold: float, num_perm: int, bands: int | None = None, rows: int | None = None,
+              recall_weight: float = 0.5) -> tuple[int, int]:
+    """Bands and rows: given, or datasketch's optimum for the threshold, weighing false negatives by
+    `recall_weight` and false positives by the rest."""
     if bands is not None and rows is not None:
         if bands * rows > num_perm:
             raise ValueError(f"bands x rows = {bands * rows} exceeds num_perm = {num_perm}")
         return bands, rows
     from datasketch import MinHashLSH
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1.0 - recall_weight, recall_weight))
     return int(lsh.b), int(lsh.r)
 
 

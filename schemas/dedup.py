@@ -37,6 +37,10 @@ class DedupConfig(BaseModel):
     threshold: float = Field(default=0.8, gt=0.0, le=1.0, description="Jaccard similarity that makes a near duplicate.")
     bands: int | None = Field(default=None, ge=1, description="LSH bands; None derives bands and rows from the threshold.")
     rows: int | None = Field(default=None, ge=1, description="LSH rows per band; set together with `bands`.")
+    lsh_recall_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Weight of missed pairs (vs. false candidates) when bands/rows are derived; None: 0.9 "
+                    "with verification (it discards false candidates), 0.5 without.")
     verify: bool = Field(
         default=True, description="Check every LSH candidate pair with its true Jaccard; off trusts LSH buckets alone.")
     bucket_pair_limit: int = Field(
@@ -72,6 +76,12 @@ class DedupConfig(BaseModel):
         if self.bands is not None and self.rows is not None and self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         return self
+
+    @property
+    def recall_weight(self) -> float:
+        if self.lsh_recall_weight is not None:
+            return self.lsh_recall_weight
+        return 0.9 if self.verify else 0.5
 
 
 class ClusterMember(BaseModel):
