@@ -100,3 +100,23 @@ def test_the_fast_instruction_check_accepts_exactly_what_the_pydantic_contract_a
     except ValidationError:
         model_ok = False
     assert fast_ok == model_ok, record
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(mutated_line(), min_size=1, max_size=30))
+def test_counting_and_keeping_reach_the_same_verdicts(tmp_path: Path, lines: list[bytes]) -> None:
+    # `assay validate` takes a faster path (typed decoding) than the pipeline; verdicts must not differ.
+    from curation.reader import InputFileError
+    from curation.validate import validate_file
+
+    path = tmp_path / "same.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    try:
+        counted = validate_file(path, ValidateConfig(format=None))
+    except InputFileError:
+        return
+    keeping = Validator(path, ValidateConfig(format=None))
+    kept_errors = [r.error for _, rejected in keeping.batches(5) for r in rejected]
+    assert counted.valid == keeping.summary.valid
+    assert counted.errors_by_code == keeping.summary.errors_by_code
+    assert counted.first_errors == kept_errors[: len(counted.first_errors)]

@@ -1,0 +1,47 @@
+# Assay: `make demo` sets everything up and runs the pipeline on the bundled sample; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.assay-installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS :=
+
+.PHONY: setup demo test lint typecheck browser bench clean
+
+setup: $(STAMP)
+
+# torch 2.13.0 first and pinned again in the same install: a bare `torch` requirement would pull a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,models]' torch==2.13.0
+	touch $(STAMP)
+
+# Headless Chromium (Debian's package) for the report's browser test.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	$(BIN)/assay validate curation/sample/sample_chat.jsonl --rejects demo-out/validation-rejects.jsonl || test $$? -eq 1
+	$(BIN)/assay curate curation/sample/sample_chat.jsonl --out demo-out
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy schemas curation
+
+test: setup browser lint typecheck
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/validate.py
+
+clean:
+	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache
