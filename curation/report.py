@@ -91,52 +91,78 @@ def render_section_html(name: str, section: BaseModel) -> Markup:
     return Markup(renderer(section)) if renderer is not None else generic_section_html(section)
 
 
-def _section_fields(section: BaseModel) -> tuple[list[tuple[str, Any]], list[tuple[str, dict[str, Any]]]]:
-    """A section's fields split into scalars (and lists) and mappings (rendered as tables of their own)."""
-    scalars, mappings = [], []
-    for key, value in section.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            mappings.append((key, value))
-        else:
-            scalars.append((key, value))
-    return scalars, mappings
+class _SectionFields:
+    """A section's fields by shape: scalars (one table), mappings (a table each), lists of objects."""
+
+    def __init__(self, section: BaseModel) -> None:
+        self.scalars: list[tuple[str, Any]] = []
+        self.mappings: list[tuple[str, list[tuple[str, Any]]]] = []
+        self.item_lists: list[tuple[str, list[Any]]] = []
+        self.empty: list[str] = []  # empty mappings and lists: named once, not given a table each
+        for key, value in section.model_dump(mode="json").items():
+            if isinstance(value, (dict, list)) and not value:
+                self.empty.append(_label(key))
+            elif isinstance(value, dict):
+                self.mappings.append((_label(key), _sorted_items(value)))
+            elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+                self.item_lists.append((_label(key), value))
+            else:
+                self.scalars.append((_label(key), value))
+
+
+def _sorted_items(mapping: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Counts largest first; anything else in key order."""
+    def key(item: tuple[str, Any]) -> tuple[float, str]:
+        value = item[1]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return (-float(value) if number else 0.0, str(item[0]))
+
+    return sorted(mapping.items(), key=key)
 
 
 def _plain_value(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None or value == "":
+        return "-"
     if isinstance(value, float):
         return f"{value:,.4g}"
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int):
         return f"{value:,}"
     return str(value)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def generic_section_markdown(section: BaseModel) -> str:
-    """Any report section as Markdown tables: its scalar fields, then one table per mapping field."""
-    scalars, mappings = _section_fields(section)
+    """Any report section as Markdown: its scalar fields, one table per mapping, JSON lines per list."""
+    fields = _SectionFields(section)
     parts = []
-    if scalars:
-        parts.append(markdown_table(["field", "value"], [[_label(k), md_code(_plain_value(v))] for k, v in scalars],
-                                    "lr"))
-    for key, mapping in mappings:
-        rows = sorted(mapping.items(), key=lambda kv: (-kv[1], kv[0]) if isinstance(kv[1], (int, float)) else (0, kv[0]))
-        parts.append(f"**{_label(key)}**\n\n" + (markdown_table(
-            ["key", "value"], [[md_code(str(k)), md_code(_plain_value(v))] for k, v in rows], "lr")
-            if rows else "_none_"))
+    if fields.scalars:
+        parts.append(markdown_table(["field", "value"],
+                                    [[label, md_code(_plain_value(v))] for label, v in fields.scalars], "lr"))
+    for label, rows in fields.mappings:
+        table = (markdown_table(["key", "value"], [[md_code(k), md_code(_plain_value(v))] for k, v in rows], "lr")
+                 if rows else "_none_")
+        parts.append(f"**{label}**\n\n{table}")
+    for label, items in fields.item_lists:
+        parts.append(f"**{label}**\n\n" + "\n".join(f"- {md_code(_plain_value(item), in_table=False)}"
+                                                     for item in items))
+    if fields.empty:
+        parts.append(f"Empty: {', '.join(fields.empty)}.")
     return "\n\n".join(parts)
 
 
 def generic_section_html(section: BaseModel) -> Markup:
-    scalars, mappings = _section_fields(section)
-    sorted_mappings = [
-        (_label(key), sorted(mapping.items(),
-                             key=lambda kv: (-kv[1], kv[0]) if isinstance(kv[1], (int, float)) else (0, kv[0])))
-        for key, mapping in mappings
-    ]
+    """Any report section as HTML tables (used when its step module has no renderer of its own)."""
+    fields = _SectionFields(section)
     template = _html_environment().get_template("section_generic.html.j2")
-    return Markup(template.render(scalars=[(_label(k), _plain_value(v)) for k, v in scalars],
-                                  mappings=sorted_mappings, plain=_plain_value))
+    return Markup(template.render(fields=fields, plain=_plain_value, is_number=_is_number,
+                                  as_json=lambda v: json.dumps(v, ensure_ascii=False, indent=1)))
 
 
 def _label(field_name: str) -> str:
