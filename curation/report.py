@@ -417,6 +417,10 @@ def funnel_svg(funnel: list[StepFunnel]) -> Markup:
             ax.text(row.records_in + widest * 0.01, y, f"{row.kept:,} of {row.records_in:,} kept",
                     va="center", fontsize=8)
         ax.set_xlim(0, widest * 1.3)
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
         ax.set_yticks(ys, [_mpl_text(row.step) for row in funnel])
         ax.invert_yaxis()
         ax.set_xlabel("records")
