@@ -143,6 +143,7 @@ def curate(
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/eval files to decontaminate against.")] = None,
     topic_field: Annotated[str | None, typer.Option(help="Use this field as the topic label for balancing.")] = None,
     max_share: Annotated[float | None, typer.Option(help="Cap any topic at this share of the output.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (path or hub id) for token-length stats.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Run the curation pipeline on INPUT and write curated.jsonl, rejected.jsonl and the quality report."""
@@ -165,6 +166,8 @@ def curate(
             spec_data.setdefault("balance", {})["topic_field"] = topic_field
         if max_share is not None:
             spec_data.setdefault("balance", {})["max_share"] = max_share
+        if tokenizer is not None:
+            spec_data.setdefault("report", {})["tokenizer"] = tokenizer
         spec = CurationSpec.model_validate(spec_data)
     except FileNotFoundError as exc:
         _fail(f"cannot read --config: {exc.filename}: no such file")
@@ -175,12 +178,13 @@ def curate(
     except ValueError as exc:
         _fail(str(exc))
         return
+    from curation.lengths import TokenizerLoadError
     from curation.pipeline import run_pipeline
 
     try:
         with _StepProgress(quiet) as progress:
             report = run_pipeline(spec, input, out, progress=progress)
-    except InputFileError as exc:
+    except (InputFileError, TokenizerLoadError) as exc:
         _fail(str(exc))
         return
     from curation.report import render_markdown

@@ -6,6 +6,7 @@ temporary names first and renamed at the end, so a crash never leaves half a dat
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -17,11 +18,11 @@ from typing import Any
 
 import orjson
 
-from curation.lengths import LengthHistogram
+from curation.lengths import LengthProfile
 from curation.steps import Batch, Step, StepContext, load_step_class, record_text
 from curation.validate import Validator
 from schemas.curation import CurationSpec
-from schemas.report import DropExample, LengthSection, QualityReport, StepFunnel
+from schemas.report import DropExample, QualityReport, StepFunnel
 
 OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "report.json", "report.html", "report.md")
 EXAMPLES_PER_REASON = 3
@@ -102,7 +103,7 @@ class Pipeline:
         validator = Validator(self.input_path, spec.validate_)
         steps: list[Step] = [load_step_class(name)(spec, ctx) for name in spec.steps if name != "validate"]
         meters = {"validate": _StepMeter("validate"), **{s.name: _StepMeter(s.name) for s in steps}}
-        before, after = LengthHistogram(), LengthHistogram()
+        lengths = LengthProfile(spec.report.tokenizer)  # loads the tokenizer now: a bad name fails early
         examples: dict[str, list[DropExample]] = {}
         reasons: Counter[tuple[str, str]] = Counter()
 
@@ -122,7 +123,8 @@ class Pipeline:
                 if len(bucket) < EXAMPLES_PER_REASON:
                     details = {k: v for k, v in entry.get("details", {}).items() if k != "message"}
                     bucket.append(DropExample(id=str(entry.get("id")), step=entry["step"], reason=entry["reason"],
-                                              preview=_preview(entry), details=details))
+                                              message=entry.get("message", ""), preview=_preview(entry),
+                                              details=details))
 
         def source() -> Iterator[Batch]:
             meter = meters["validate"]
@@ -130,7 +132,7 @@ class Pipeline:
                 meter.records_in += len(valid) + len(bad)
                 meter.kept += len(valid)
                 write_rejections([r.to_json() for r in bad])
-                before.add_records(valid)
+                lengths.add_before(valid)
                 self._tick(meter)
                 if valid:
                     yield valid
@@ -144,7 +146,7 @@ class Pipeline:
             for batch in stream:
                 write_rejections([d.to_json() for d in ctx.drops])
                 ctx.drops.clear()
-                after.add_records(batch)
+                lengths.add_after(batch)
                 curated.write(b"".join(_json_line(r) for r in batch))
                 for step in steps:
                     self._tick(meters[step.name])
@@ -162,7 +164,7 @@ class Pipeline:
             spec=spec.model_dump(mode="json", by_alias=True), records_in=validator.summary.records_read,
             records_out=funnel[-1].kept if funnel else 0, seconds=time.perf_counter() - started,
             funnel=funnel, validation=validator.summary,
-            lengths=[LengthSection(unit="characters", before=before.stats(), after=after.stats())],
+            lengths=lengths.sections(),
             examples=examples,
         )
         for step in steps:
@@ -184,7 +186,7 @@ class Pipeline:
                     f"step '{name}' lost records: {row.records_in} in, {row.kept} kept, "
                     f"{row.dropped_total} dropped")
             funnel.append(row)
-        for previous, current in zip(funnel, funnel[1:]):
+        for previous, current in itertools.pairwise(funnel):
             if previous.kept != current.records_in:
                 raise PipelineError(f"records lost between '{previous.step}' and '{current.step}'")
         return funnel

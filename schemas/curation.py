@@ -17,6 +17,13 @@ StepName = Literal["validate", "pii", "dedup", "balance"]
 ALL_STEPS: tuple[StepName, ...] = ("validate", "pii", "dedup", "balance")
 
 
+class ReportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: str | None = Field(
+        None, description="Tokenizer (local path or hub id) for token-length distributions; characters only if unset.")
+
+
 class CurationSpec(BaseModel):
     """Loadable from YAML; every parameter has a default; unknown keys are errors naming the key."""
 
@@ -28,6 +35,7 @@ class CurationSpec(BaseModel):
     pii: PiiConfig = Field(default_factory=PiiConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("steps")
     @classmethod
