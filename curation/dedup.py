@@ -99,7 +99,7 @@ class Sketcher:
             empty = ShingleSets(np.empty(0, np.uint32), np.zeros(len(texts) + 1, np.int64))
             return exact, np.empty((len(texts), 0), np.uint32), empty
         n = self.config.normalize
-        normalised = [normalise_text(t, n.nfkc, n.casefold, collapse_whitespace=True) for t in texts]
+        normalised = [normalise_text(t, n.nfkc, n.casefold, True, n.strip_punctuation) for t in texts]
         sets = shingle_sets(normalised, self.config.shingle, self.config.ngram)
         return exact, self.hasher.signatures(sets), sets
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class NormalizeConfig(BaseModel):
-    """How text is normalised before exact hashing (shingling always uses NFKC + case folding too)."""
+    """How text is normalised before exact hashing and shingling."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -16,7 +16,8 @@ class NormalizeConfig(BaseModel):
     casefold: bool = Field(default=True, description="Compare case-insensitively (str.casefold).")
     collapse_whitespace: bool = Field(default=True, description="Treat any run of whitespace as one space.")
     strip_punctuation: bool = Field(
-        default=False, description="Keep only \\w words for exact hashing, so 'Hello, world!' equals 'hello world'.")
+        default=False, description="Keep only \\w words (exact hashes and character shingles; word shingles "
+                                   "always do), so 'Hello, world!' equals 'hello world'.")
 
 
 class DedupConfig(BaseModel):
