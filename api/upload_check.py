@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from api.process import become_server_child
+
 
 def check_upload(path: str, display_name: str) -> dict[str, Any]:
     """`{"summary": ValidationSummary as JSON}` or `{"error": message}` for a file that is unreadable as a whole.
@@ -21,12 +23,6 @@ def check_upload(path: str, display_name: str) -> dict[str, Any]:
     data["path"] = display_name
     data["format_note"] = str(data.get("format_note", "")).replace(path, display_name)
     return {"summary": data}
-
-
-def _ignore_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server process to handle
 
 
 def _preload() -> int:
@@ -47,7 +43,7 @@ class UploadChecker:
         from concurrent.futures import ProcessPoolExecutor
 
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_ignore_sigint)
+                                   initializer=become_server_child, initargs=(os.getpid(),))
 
     async def check(self, path: str, display_name: str) -> dict[str, Any]:
         import asyncio

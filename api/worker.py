@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 from api.jobs import load_job_function
 from api.jobs.context import JobCancelled, JobContext, JobFailed
+from api.process import become_server_child
 from api.settings import Settings
 from api.store import Store
 
@@ -22,14 +22,6 @@ log = logging.getLogger("assay.worker")
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """A worker must not outlive its server (after SIGKILL nobody else would stop it)."""
-    while True:
-        if os.getppid() != parent_pid:
-            os._exit(70)
-        time.sleep(0.2)
 
 
 class _Heartbeat(threading.Thread):
@@ -95,10 +87,8 @@ def run_job(job: dict[str, Any], store: Store, settings: Settings, kinds: dict[s
 def worker_main(settings: Settings, kinds: dict[str, str], parent_pid: int, wake: Any, stop: Any,
                 ready: Any) -> None:
     """Entry point of a spawned worker process."""
-    # Ctrl-C reaches the whole process group; the server decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="assay-parent").start()
+    become_server_child(parent_pid)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     store = Store(settings.db_url)
     store.ping()
     worker_id = worker_identity()
