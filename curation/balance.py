@@ -88,8 +88,11 @@ def water_fill(weights: np.ndarray, available: np.ndarray, total: int) -> np.nda
 
 def max_share_cap(available: np.ndarray, share: float) -> int:
     """The largest per-topic cap c with c <= share * sum(min(available, c)): capping every topic at c
-    keeps each topic at or under `share` of the output, exactly (rational arithmetic, no rounding)."""
-    fraction = Fraction(str(share))
+    keeps each topic at or under `share` of the output, exactly (rational arithmetic, no rounding).
+    The share is read as the simplest fraction within 1e-12 of it, so 0.3333333333333333 means 1/3."""
+    fraction = Fraction(share).limit_denominator(1_000_000)
+    if abs(float(fraction) - share) > 1e-12:
+        fraction = Fraction(share)
     available = np.asarray(available, dtype=np.int64)
 
     def feasible(cap: int) -> bool:
@@ -433,7 +436,7 @@ def render_balance_html(section: BalanceReport) -> str:
             f"<td style='min-width:12em'>{_html_bar(row.share_before, largest, BEFORE_COLOUR)}"
             f"{_html_bar(row.share_after, largest, AFTER_COLOUR)}</td></tr>")
     parts = [
-        "<section class='balance'>",
+        "<div class='balance'>",
         f"<p>{esc(_summary_line(section))}</p>",
         f"<table><thead><tr><th></th><th>before</th><th>after</th></tr></thead><tbody>{figures}</tbody></table>",
         f"<p><span style='color:{BEFORE_COLOUR}'>&#9632;</span> before "
@@ -446,5 +449,5 @@ def render_balance_html(section: BalanceReport) -> str:
                      f"{esc(', '.join(section.small_topics))}.</p>")
     if section.warnings:
         parts.append("<ul>" + "".join(f"<li>warning: {esc(w)}</li>" for w in section.warnings) + "</ul>")
-    parts.append("</section>")
+    parts.append("</div>")
     return "".join(parts)

@@ -24,6 +24,11 @@ LSA_COMPONENTS = 100
 MINIBATCH_ABOVE = 50_000  # plain k-means gets slow past this many records
 # Letters only, 2+ characters: numbers and punctuation make unreadable topic names.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
+# Left out of names (not of clustering): contraction stubs the pattern splits off ("don't" -> "don")
+# and request verbs every kind of prompt uses.
+NAME_STOP_WORDS = frozenset({"don", "doesn", "didn", "isn", "aren", "wasn", "won", "ll", "ve", "re",
+                             "let", "like", "want", "need", "know", "does", "just", "use", "using",
+                             "please", "help"})
 
 
 class TopicError(ValueError):
@@ -166,7 +171,8 @@ def distinctive_terms(counts: csr_matrix, vocabulary: np.ndarray, labels: np.nda
 
     if len(vocabulary) == 0 or len(labels) == 0:
         return [[] for _ in range(n_topics)]
-    content = np.array([term not in ENGLISH_STOP_WORDS for term in vocabulary])
+    content = np.array([term not in ENGLISH_STOP_WORDS and term not in NAME_STOP_WORDS
+                        for term in vocabulary], dtype=bool)
     scores = class_tfidf(counts[:, np.flatnonzero(content)], labels, n_topics)
     words = vocabulary[content]
     terms = []
@@ -187,13 +193,13 @@ def topic_names(terms: list[list[str]], name_terms: int) -> list[str]:
 
 # --- clustering ----------------------------------------------------------------------------------------
 
-def kmeans_labels(vectors: Any, k: int, seed: int) -> np.ndarray:
+def kmeans_labels(vectors: Any, k: int, seed: int, n_init: int = 3) -> np.ndarray:
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     if vectors.shape[0] > MINIBATCH_ABOVE:
-        model: Any = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=3, random_state=seed)
+        model: Any = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=n_init, random_state=seed)
     else:
-        model = KMeans(n_clusters=k, n_init=3, random_state=seed)
+        model = KMeans(n_clusters=k, n_init=n_init, random_state=seed)
     return np.asarray(model.fit_predict(vectors), dtype=np.int32)
 
 
@@ -221,7 +227,7 @@ def choose_k(vectors: Any, config: BalanceConfig) -> KSelection:
     for k in candidates:
         if k >= n_sample:
             continue
-        labels = kmeans_labels(sample, k, config.seed)
+        labels = kmeans_labels(sample, k, config.seed, n_init=1)  # a ranking of k needs no restarts
         if len(np.unique(labels)) < 2:
             continue
         scores[str(k)] = round(float(silhouette_score(sample, labels, metric="cosine")), 5)

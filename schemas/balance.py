@@ -54,7 +54,7 @@ class BalanceConfig(BaseModel):
     max_topics: int = Field(50, ge=2, description="Largest number of topics tried when choosing k "
                             "(also at most one topic per 10 records).")
     k_candidates: int = Field(8, ge=1, description="How many values of k (spread geometrically) are tried.")
-    k_sample: int = Field(3000, ge=100, description="Records (a seeded sample) used to choose k.")
+    k_sample: int = Field(2000, ge=100, description="Records (a seeded sample) used to choose k.")
     top_terms: int = Field(8, ge=1, description="Most distinctive terms (class-based TF-IDF) kept per topic.")
     name_terms: int = Field(3, ge=1, description="How many of those terms make up a topic's name.")
     examples: int = Field(3, ge=0, description="Example record ids per topic in topics.json.")
