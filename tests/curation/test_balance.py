@@ -29,7 +29,7 @@ from curation.balance import (
 )
 from curation.pipeline import run_pipeline
 from curation.steps import StepContext
-from schemas.balance import BalanceConfig
+from schemas.balance import BalanceConfig, BalanceReport
 from schemas.curation import CurationSpec
 from schemas.report import QualityReport
 
@@ -64,6 +64,11 @@ def curate(tmp_path: Path, records: list[dict[str, Any]], name: str = "run",
     return report, kept, rejected, out
 
 
+def section(report: QualityReport) -> BalanceReport:
+    assert report.balance is not None, "the balance step wrote no report section"
+    return report.balance
+
+
 # ---------------------------------------------------------------- strategies
 
 
@@ -71,21 +76,21 @@ def test_max_share_keeps_every_topic_at_or_under_the_share_and_keeps_as_much_as_
     report, kept, _, _ = curate(tmp_path, make_records(SKEWED | {"news": 40, "law": 35}), max_share=0.2)
     counts = Counter(r["category"] for r in kept)
     assert max(counts.values()) <= 0.2 * len(kept)
-    cap = report.balance.parameters["cap"]
+    cap = section(report).parameters["cap"]
     assert counts["coding"] == counts["writing"] == cap
     # A cap one higher would break the share: the cap is the largest that holds.
     sizes = np.array(list((SKEWED | {"news": 40, "law": 35}).values()))
     assert cap + 1 > 0.2 * np.minimum(sizes, cap + 1).sum()
-    assert report.balance.entropy_after > report.balance.entropy_before
-    assert report.balance.gini_after < report.balance.gini_before
-    assert report.balance.largest_share_after <= 0.2
+    assert section(report).entropy_after > section(report).entropy_before
+    assert section(report).gini_after < section(report).gini_before
+    assert section(report).largest_share_after <= 0.2
 
 
 def test_max_share_with_too_few_topics_gives_equal_counts_and_says_so(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="curation.balance"):
         report, kept, _, _ = curate(tmp_path, make_records({"a": 50, "b": 20, "c": 12}), max_share=0.1)
     assert Counter(r["category"] for r in kept) == {"a": 12, "b": 12, "c": 12}
-    assert any("needs at least 10 topics" in w for w in report.balance.warnings)
+    assert any("needs at least 10 topics" in w for w in section(report).warnings)
     assert "needs at least 10 topics" in caplog.text
 
 
@@ -106,7 +111,7 @@ def test_target_shares_summing_to_one_drop_unlisted_topics_and_unknown_names_war
                                        target={"coding": 0.5, "writing": 0.5, "poetry": 0.0})
     assert set(Counter(r["category"] for r in kept)) == {"coding", "writing"}
     assert Counter(r["category"] for r in kept)["coding"] == Counter(r["category"] for r in kept)["writing"]
-    assert any("'poetry'" in w for w in report.balance.warnings)
+    assert any("'poetry'" in w for w in section(report).warnings)
     assert {r["details"]["topic"] for r in rejected} >= {"maths", "travel", "cooking"}
 
 
@@ -119,7 +124,7 @@ def test_temperature_samples_topics_in_proportion_to_size_to_the_one_over_t(tmp_
     for topic, weight in weights.items():
         assert abs(counts[topic] - total * weight / sum(weights.values())) <= 1
     assert counts["c"] == 25  # the smallest topic limits the exact mix and is kept whole
-    assert report.balance.parameters["temperature"] == 2.0
+    assert section(report).parameters["temperature"] == 2.0
 
 
 def test_temperature_with_a_size_fills_from_topics_that_still_have_records(tmp_path):
@@ -128,16 +133,16 @@ def test_temperature_with_a_size_fills_from_topics_that_still_have_records(tmp_p
     counts = Counter(r["category"] for r in kept)
     assert len(kept) == 300 and counts["c"] == 25
     assert abs(counts["a"] / counts["b"] - 2.0) < 0.05  # the uncapped topics keep their sqrt ratio
-    assert any("fall short of their share" in w for w in report.balance.warnings)
+    assert any("fall short of their share" in w for w in section(report).warnings)
 
 
 def test_min_count_reports_and_warns_about_topics_too_small_to_learn_from(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="curation.balance"):
         report, kept, rejected, _ = curate(tmp_path, make_records(SKEWED), min_count=20)
-    assert report.balance.small_topics == ["travel", "cooking"]
+    assert section(report).small_topics == ["travel", "cooking"]
     assert "fewer than min_count=20" in caplog.text
     assert len(kept) == sum(SKEWED.values()) and not rejected  # no strategy: nothing is dropped
-    assert "Under min_count (20)" in render_balance_markdown(report.balance)
+    assert "Under min_count (20)" in render_balance_markdown(section(report))
 
 
 # ---------------------------------------------------------------- which records go
@@ -175,7 +180,7 @@ def test_quality_field_policy_drops_the_lowest_scores_first(tmp_path):
 def test_dropped_records_are_rejected_with_their_topic_and_cap(tmp_path):
     report, kept, rejected, _ = curate(tmp_path, make_records(SKEWED), max_share=0.3)
     assert rejected and all(r["reason"] == "topic_over_cap" and r["step"] == "balance" for r in rejected)
-    cap = report.balance.parameters["cap"]
+    cap = section(report).parameters["cap"]
     assert all(r["details"]["cap"] == cap and r["details"]["topic"] == r["record"]["category"] for r in rejected)
     assert report.examples["balance:topic_over_cap"]
 
@@ -211,7 +216,8 @@ def test_upsampling_repeats_small_topics_up_to_max_repeat_and_marks_every_copy(t
     copies = [r for r in out if "upsampled_from" in r]
     assert {r["id"] for r in copies} <= {f"{r['upsampled_from']}#rep{n}" for r in copies for n in (2, 3)}
     assert len({r["id"] for r in out}) == len(out)  # copies have new unique ids
-    assert step.ctx.added["balance"] == len(copies) == step.section.copies_added  # type: ignore[attr-defined]
+    assert isinstance(step.ctx, CountingContext) and step.section is not None
+    assert step.ctx.added["balance"] == len(copies) == step.section.copies_added
     small_row = next(t for t in step.section.topics if t.name == "small")
     assert small_row.copies == 20 and small_row.after == 30
     assert f"{len(copies)} upsampled copies added" in render_balance_markdown(step.section)
@@ -259,7 +265,7 @@ def test_records_without_the_topic_field_get_the_missing_topic_and_a_warning(tmp
         del record["category"]
     report, kept, _, _ = curate(tmp_path, records)
     assert sum(r["topic"] == "(missing)" for r in kept) == 4
-    assert any("4 records have no 'category'" in w for w in report.balance.warnings)
+    assert any("4 records have no 'category'" in w for w in section(report).warnings)
 
 
 def test_records_are_conserved_through_the_pipeline(tmp_path):
@@ -269,7 +275,7 @@ def test_records_are_conserved_through_the_pipeline(tmp_path):
     assert row.records_in == len(records) == row.kept + row.dropped_total
     assert row.kept == len(kept) and row.dropped == {"topic_over_cap": len(rejected)}
     assert sorted([r["id"] for r in kept] + [r["id"] for r in rejected]) == sorted(r["id"] for r in records)
-    assert report.balance.records_in == len(records) and report.balance.records_out == len(kept)
+    assert section(report).records_in == len(records) and section(report).records_out == len(kept)
 
 
 def test_max_share_on_autoj_categories_keeps_each_under_five_percent_and_raises_entropy(tmp_path, external_data):
@@ -286,8 +292,8 @@ def test_max_share_on_autoj_categories_keeps_each_under_five_percent_and_raises_
     report = run_pipeline(spec, source, tmp_path / "out")
     kept = [orjson.loads(line) for line in (tmp_path / "out" / "curated.jsonl").read_bytes().splitlines()]
     assert max(Counter(r["category"] for r in kept).values()) <= 0.05 * len(kept)
-    assert report.balance.entropy_after > report.balance.entropy_before
-    assert report.balance.largest_share_before > 0.13
+    assert section(report).entropy_after > section(report).entropy_before
+    assert section(report).largest_share_before > 0.13
 
 
 # ---------------------------------------------------------------- report rendering
@@ -296,10 +302,10 @@ def test_max_share_on_autoj_categories_keeps_each_under_five_percent_and_raises_
 def test_report_sections_show_before_and_after_and_escape_topic_names(tmp_path):
     records = make_records({"<script>alert(1)</script>": 30, "a|b": 10, "plain": 12})
     report, _, _, out = curate(tmp_path, records, max_share=0.5)
-    markdown = render_balance_markdown(report.balance)
+    markdown = render_balance_markdown(section(report))
     assert "| normalised entropy |" in markdown and "| Gini |" in markdown and "a\\|b" in markdown
     assert "█" in markdown
-    fragment = render_balance_html(report.balance)
+    fragment = render_balance_html(section(report))
     assert "<script>" not in fragment and "&lt;script&gt;" in fragment
     assert fragment.count("width:") >= 6 and "http" not in fragment
     page = (out / "report.html").read_text()
