@@ -16,7 +16,7 @@ from api.errors import APIError
 from api.store import Store
 
 KEY_PREFIX = "sk-assay-"
-REFRESH_S = 5.0
+REFRESH_S = 2.0
 
 
 def hash_key(key: str) -> str:

@@ -130,7 +130,7 @@ def test_eight_concurrent_uploads_all_succeed(client: httpx.Client, server: Serv
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(send, paths))
     assert len({r["id"] for r in results}) == 8
-    for path, result in zip(paths, results):
+    for path, result in zip(paths, results, strict=True):
         assert result["validation"]["valid"] == 2000 + int(path.stem.removeprefix("part"))  # type: ignore[index]
         content = client.get(f"/v1/files/{result['id']}/content").content
         assert hashlib.sha256(content).digest() == hashlib.sha256(path.read_bytes()).digest()
