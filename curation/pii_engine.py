@@ -35,6 +35,8 @@ NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME")
 # Presidio recognizers we replace (phones) or never want (they fire on the domain of every email).
 _REPLACED_RECOGNIZERS = ("PhoneRecognizer", "UrlRecognizer")
 
+_CACHE_ENTRIES = 4096
+_CACHE_TEXT_CHARS = 2000
 logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # its warnings can quote entity labels
 
 
@@ -159,15 +161,23 @@ class PiiEngine:
                                        default_score_threshold=config.score_threshold)
         self.anonymizer = AnonymizerEngine()
         self.surrogates = Surrogates(_salt(config), config.hash_length)
+        self._cache: dict[str, list[Detection]] = {}
         self._uses_ner = config.nlp_engine != "patterns" and any(e in NER_ENTITIES for e in self.entities)
 
     # -- analysis ------------------------------------------------------------------------------
     def analyze(self, texts: list[str]) -> list[list[Detection]]:
-        """Detections per text, overlaps resolved, allow-listed values removed."""
-        out: list[list[Detection]] = []
-        for text, artifacts in zip(texts, self._artifacts(texts), strict=True):
-            out.append(self._analyze_one(text, artifacts) if text.strip() else [])
-        return out
+        """Detections per text, overlaps resolved, allow-listed values removed. Texts seen before (the
+        same system prompt on every record, boilerplate replies) are answered from a cache."""
+        cache = self._cache
+        todo = list(dict.fromkeys(t for t in texts if t not in cache and t.strip()))
+        fresh = {text: self._analyze_one(text, artifacts)
+                 for text, artifacts in zip(todo, self._artifacts(todo), strict=True)}
+        for text, found in fresh.items():
+            if len(text) <= _CACHE_TEXT_CHARS:
+                if len(cache) >= _CACHE_ENTRIES:
+                    cache.pop(next(iter(cache)))  # oldest first
+                cache[text] = found
+        return [list(fresh.get(text) or cache.get(text) or []) for text in texts]
 
     def _analyze_one(self, text: str, artifacts: NlpArtifacts) -> list[Detection]:
         entities = entities_worth_checking(text, self.entities)

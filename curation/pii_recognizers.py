@@ -227,6 +227,7 @@ _PHONE_CANDIDATE = re.compile(
     r"(?<![\w+\-.])(?:\+|00)?(?:\(\d{1,4}\)|\d{1,5})(?:[ .\-/]{0,2}(?:\(\d{1,5}\)|\d{1,6})){0,6}"
     r"(?:\s*(?:x|ext\.?|extension|#)\s*\d{1,6})?(?!\w)(?!-\d)")
 _DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|^\d{1,2}[-/.]\d{1,2}[-/.]\d{4}\b")
+_SSN_LIKE = re.compile(r"^\d{3}-\d{2}-\d{4}$")  # US_SSN's shape; the SSN recognizer names it
 _IPV4_LIKE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
 _PHONE_CONTEXT = ["phone", "telephone", "tel", "cell", "mobile", "call", "fax", "office", "number",
                   "reach", "contact", "whatsapp", "sms", "text", "desk"]
@@ -256,7 +257,8 @@ class LenientPhoneRecognizer(LocalRecognizer):
     def _score(self, candidate: str) -> float:
         core = re.split(r"\s*(?:x|ext\.?|extension|#)\s*\d", candidate)[0].strip()
         digits = sum(c.isdigit() for c in core)
-        if digits < 7 or digits > 15 or _DATE_LIKE.match(core) or _IPV4_LIKE.match(core):
+        if digits < 7 or digits > 15 or _DATE_LIKE.match(core) or _IPV4_LIKE.match(core) \
+                or _SSN_LIKE.match(core):
             return 0.0
         separated = bool(re.search(r"[ .\-/()]", core)) or core.startswith("+")
         regions = [None] if core.startswith(("+", "00")) else self.regions
