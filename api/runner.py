@@ -64,7 +64,7 @@ class Runner:
         self._mp = multiprocessing.get_context("spawn")
         # A Semaphore and raw shared bytes, not multiprocessing.Event: Event.set() waits for every sleeper to
         # wake up, so one worker killed while waiting would hang the server for good.
-        self._wake = self._mp.Semaphore(0)
+        self._wake: Any = self._mp.Semaphore(0)
         self._stop = self._mp.RawValue("b", 0)
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -98,6 +98,7 @@ class Runner:
         if self._supervisor is not None:
             self._supervisor.join(5)
         self.reap_orphans()
+        self._wake = None  # released now, so the semaphore is unlinked rather than reported as leaked at exit
 
     def _spawn(self) -> _Slot:
         ready = self._mp.RawValue("b", 0)
@@ -109,7 +110,8 @@ class Runner:
 
     def wake(self) -> None:
         """Tell an idle worker a job is queued (workers also poll the database twice a second)."""
-        self._wake.release()
+        if self._wake is not None:
+            self._wake.release()
 
     def workers_ready(self) -> int:
         return sum(1 for slot in self.slots if slot.process.is_alive() and slot.ready.value)
