@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import httpx
@@ -62,3 +63,30 @@ def test_sigkill_mid_job_fails_the_job_keeps_files_and_runs_queued_jobs(tmp_path
         # Nothing half-written is left behind: no partial uploads, no work folder of the killed job.
         assert not any((data_dir / "tmp").iterdir())
         assert not (data_dir / "jobs" / busy["id"]).exists()
+
+
+def test_a_dead_worker_fails_its_job_and_is_replaced(tmp_path: Path, small_dataset: Path,
+                                                     big_dataset: Path) -> None:
+    with ServerProcess(tmp_path / "data", workers=1, env={"ASSAY_RATE_LIMIT": "0"}) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        big_id = upload(client, big_dataset)["id"]
+        job = client.post("/v1/curation/jobs", json={"file_id": big_id, "spec": VALIDATE_ONLY}).json()
+        wait_for_job(client, job["id"], ("running",), until=lambda j: bool(j["progress"]))
+        started = next(e["message"] for e in client.get(f"/v1/curation/jobs/{job['id']}/events").json()["data"]
+                       if e["message"].startswith("curation job started by worker"))
+        worker = psutil.Process(int(started.rsplit(" ", 1)[1]))
+        assert server.process is not None and worker.ppid() == server.process.pid
+        worker.kill()
+        failed = wait_for_job(client, job["id"], ("failed", "succeeded"), timeout=30)
+        assert failed["status"] == "failed"
+        assert failed["error"]["code"] == "job_interrupted"
+        ready = {}
+        for _ in range(100):
+            ready = client.get("/readyz").json()
+            if ready["status"] == "ready":
+                break
+            time.sleep(0.1)
+        assert ready["workers_alive"] == 1
+        small_id = upload(client, small_dataset)["id"]
+        again = client.post("/v1/curation/jobs", json={"file_id": small_id, "spec": VALIDATE_ONLY}).json()
+        assert wait_for_job(client, again["id"], ("succeeded", "failed"))["status"] == "succeeded"
