@@ -75,10 +75,13 @@ _EDGE = " \t\r\n,;:"
 def resolve_overlaps(text: str, detections: list[Detection]) -> list[Detection]:
     """Keep the best detection where several overlap; a partly covered one keeps its uncovered part
     (without the separators at its edges, so 'Main St, Springfield' stays two clean spans)."""
-    # A detection inside a longer one goes: the container redacts it anyway, and splitting an address
-    # around the street name NER took for a person would leave fragments of both.
+    # A detection inside a longer, at least as sure one goes; so does a name inside an address (NER takes
+    # 'Kim Mountain' for a person): splitting the address around it would leave fragments of both.
+    # An email inside a span NER calls a person ('Email jo@x.org') stays and wins on its score.
     detections = [d for d in detections if not any(
-        o.start <= d.start and d.end <= o.end and (o.end - o.start) > (d.end - d.start) for o in detections)]
+        o.start <= d.start and d.end <= o.end and (o.end - o.start) > (d.end - d.start)
+        and (o.score >= d.score or (o.entity == "STREET_ADDRESS" and d.entity in NER_ENTITIES))
+        for o in detections)]
     kept: list[Detection] = []
     for det in sorted(detections, key=lambda d: (-d.score, -(d.end - d.start), d.start)):
         pieces = [(det.start, det.end)]

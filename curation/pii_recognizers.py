@@ -55,8 +55,9 @@ _ADDRESS_ANCHORS: tuple[tuple[str, float], ...] = (
      rf"(?:{_SP}(?:{_WORD}|{_NUM})){{0,3}}", 0.45),
     # Genterstrasse 49 / Koskikatu 83 / Paul-Nevermann-Platz 47
     (rf"\b{_WORD}(?:{_STREET_SUFFIXES}){_SP}{_NUM}\b", 0.6),
-    # 18 Třebčínská 860 / 52 Tavcarjeva 73: a number, one to four words, a number
-    (rf"\b{_NUM}{_SP}(?:{_WORD}{_SP}){{1,4}}{_NUM}\b", 0.45),
+    # 18 Třebčínská 860 / 52 Tavcarjeva 73: a number, a capitalised word and up to three more, a number
+    # ("2 keys and 3" is prose)
+    (rf"\b{_NUM}{_SP}(?-i:[A-ZÀ-ÖØ-ÞĀ-ſΑ-Ω])[\w'’.\-]*{_SP}(?:{_WORD}{_SP}){{0,3}}{_NUM}\b", 0.45),
     # Apt. 441 / Suite 992 / P.O. Box 101
     (rf"(?<!\w){_UNIT}", 0.55),
     # USNS Márquez FPO AP 08653 (US military addresses)

@@ -1,0 +1,221 @@
+"""The PII step: operators, consistency, role policies, allow-list, custom and address recognizers,
+the rescan, scrubbed rejects and reports, and accuracy on labelled public data."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faker import Faker
+from pydantic import ValidationError
+
+from curation.pii import process_records
+from curation.pii_accuracy import load_presidio_generated, score
+from curation.pii_engine import PiiEngine
+from curation.pipeline import run_pipeline
+from schemas.curation import CurationSpec
+from schemas.pii import PiiConfig
+
+EMAIL = "maria.gonzalez@example.org"
+PHONE = "(415) 555-0172"
+CARD = "4111 1111 1111 1111"
+SSN = "536-22-1478"
+IBAN = "GB33BUKB20201555555555"
+IP = "203.0.113.77"
+ADDRESS = "1600 Amphitheatre Parkway"
+PLANTED = (EMAIL, PHONE, CARD, SSN, IBAN, IP, ADDRESS)
+TEXT = (f"Hi, my name is Maria Gonzalez. Email me at {EMAIL} or call {PHONE}. My card is {CARD}, "
+        f"SSN {SSN}, IBAN {IBAN}. I log in from {IP} and live at {ADDRESS}, Mountain View.")
+
+_ENGINES: dict[str, PiiEngine] = {}
+
+
+def engine_for(**settings: Any) -> PiiEngine:
+    """One engine per configuration for the whole module (each loads the spaCy model once)."""
+    config = PiiConfig(**settings)
+    salt = config.hash_salt.get_secret_value() if config.hash_salt else ""
+    key = config.model_dump_json() + salt  # the dump hides the salt
+    if key not in _ENGINES:
+        _ENGINES[key] = PiiEngine(config)
+    return _ENGINES[key]
+
+
+@pytest.fixture(scope="module")
+def engine() -> PiiEngine:
+    return engine_for()
+
+
+def chat(record_id: str, *turns: tuple[str, str], **extra: Any) -> dict[str, Any]:
+    return {"id": record_id, "messages": [{"role": r, "content": c} for r, c in turns], **extra}
+
+
+def redact_text(engine: PiiEngine, text: str) -> str:
+    return engine.redact(text, engine.analyze([text])[0]).text
+
+
+def test_placeholder_replaces_each_entity_with_its_type(engine: PiiEngine) -> None:
+    out = redact_text(engine, TEXT)
+    for value in (*PLANTED, "Maria Gonzalez"):
+        assert value not in out
+    for label in ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE",
+                  "IP_ADDRESS", "STREET_ADDRESS"):
+        assert f"<{label}>" in out, label
+
+
+def test_mask_replaces_every_character_of_the_value() -> None:
+    out = redact_text(engine_for(operator="mask", mask_char="#"), f"Write to {EMAIL} today.")
+    assert out == f"Write to {'#' * len(EMAIL)} today."
+
+
+def test_hash_tokens_are_the_same_for_a_value_across_turns_and_records() -> None:
+    engine = engine_for(operator="hash")
+    records = [
+        chat("a", ("user", f"My email is {EMAIL}."), ("assistant", f"Noted: {EMAIL}.")),
+        chat("b", ("user", f"Send it to {EMAIL} and copy jo.park@example.net.")),
+    ]
+    process_records(engine, records)
+    tokens = [re.findall(r"<EMAIL_ADDRESS_[0-9a-f]{8}>", m["content"]) for r in records for m in r["messages"]]
+    assert tokens[0] == tokens[1] == [tokens[2][0]]
+    assert tokens[2][0] != tokens[2][1]  # another value, another token
+    assert EMAIL not in json.dumps(records)
+
+
+def test_hash_tokens_depend_on_the_salt() -> None:
+    text = f"Mail {EMAIL}"
+    assert redact_text(engine_for(operator="hash", hash_salt="one"), text) != \
+        redact_text(engine_for(operator="hash", hash_salt="two"), text)
+
+
+def test_fake_surrogates_are_realistic_and_consistent_per_value() -> None:
+    engine = engine_for(operator="fake")
+    records = [chat("a", ("user", f"I am Maria Gonzalez, mail {EMAIL}."), ("assistant", f"Sure, {EMAIL}.")),
+               chat("b", ("user", f"Contact: {EMAIL}"))]
+    outcomes = process_records(engine, records)
+    assert all(o.changed for o in outcomes)
+    found = [re.findall(r"[\w.+-]+@[\w-]+(?:\.\w+)+", m["content"]) for r in records for m in r["messages"]]
+    assert found[0] == found[1] == found[2] and len(found[0]) == 1
+    assert found[0][0] != EMAIL
+    assert "Maria Gonzalez" not in json.dumps(records)
+    # the rescan does not count the surrogates we inserted as leftovers
+    assert sum(sum(o.residual.values()) for o in outcomes) == 0
+
+
+def test_allow_list_values_stay_and_custom_recognizers_redact() -> None:
+    engine = engine_for(allow_list=["help@assay.dev"], custom_recognizers=[
+        {"name": "employee_id", "entity": "EMPLOYEE_ID", "patterns": [r"\bEMP-\d{6}\b"]}])
+    out = redact_text(engine, f"Ask help@assay.dev about EMP-204518; my mail is {EMAIL}.")
+    assert out == "Ask help@assay.dev about <EMPLOYEE_ID>; my mail is <EMAIL_ADDRESS>."
+
+
+def test_a_custom_recognizer_with_a_bad_regex_is_a_clear_error() -> None:
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
+        PiiConfig(custom_recognizers=[{"name": "x", "entity": "X_ID", "patterns": ["(unclosed"]}])
+
+
+@pytest.mark.parametrize("address", [
+    "29 Hornsey Road", "658 Sunburst Drive\nApt. 466\nSanibel\nCroatia 19279", "Genterstrasse 49",
+    "Rua Graciliano Ramos 1950", "ul. Lubartowska 42", "Suite 992", "P.O. Box 101",
+    "4521 Kim Mountain Suite 400",
+])
+def test_street_address_recognizer_finds_international_addresses(engine: PiiEngine, address: str) -> None:
+    text = f"Please send the parcel to {address}. Thanks!"
+    found = [d for d in engine.analyze([text])[0] if d.entity == "STREET_ADDRESS"]
+    start = text.index(address)
+    assert any(d.start <= start and d.end >= start + len(address) for d in found), found
+
+
+def test_street_address_recognizer_ignores_numbers_in_prose(engine: PiiEngine) -> None:
+    text = "I have 2 keys and 3 ways to open it; add 10 cups of water to the first place in the world."
+    assert [d for d in engine.analyze([text])[0] if d.entity == "STREET_ADDRESS"] == []
+
+
+def test_phones_in_national_formats_are_found_but_dates_are_not(engine: PiiEngine) -> None:
+    text = "Call 0431 35 06 90 or (37) 788-063 or 699 956 915. We met on 2017-10-11 03:54 and 12/05/2020."
+    values = {text[d.start:d.end] for d in engine.analyze([text])[0] if d.entity == "PHONE_NUMBER"}
+    assert values == {"0431 35 06 90", "(37) 788-063", "699 956 915"}
+
+
+def test_patterns_mode_needs_no_model_and_finds_structured_pii() -> None:
+    engine = engine_for(nlp_engine="patterns")
+    out = redact_text(engine, f"Maria Gonzalez: {EMAIL}, {IP}")
+    assert out == "Maria Gonzalez: <EMAIL_ADDRESS>, <IP_ADDRESS>"
+
+
+def test_keep_policy_leaves_a_role_alone_and_extra_fields_are_scanned() -> None:
+    engine = engine_for(role_policy={"system": "keep"}, extra_fields=["meta.author"])
+    record = chat("k", ("system", f"Escalate to {EMAIL}."), ("user", f"I'm at {IP}"), ("assistant", "OK"),
+                  meta={"author": f"{EMAIL}", "n": 3})
+    [outcome] = process_records(engine, [record])
+    assert record["messages"][0]["content"] == f"Escalate to {EMAIL}."
+    assert record["messages"][1]["content"] == "I'm at <IP_ADDRESS>"
+    assert record["meta"] == {"author": "<EMAIL_ADDRESS>", "n": 3}
+    assert outcome.found[("field:meta.author", "EMAIL_ADDRESS")] == 1
+
+
+# -- end to end through the pipeline -------------------------------------------------------------
+
+def planted_dataset(path: Path, n: int = 120) -> list[str]:
+    """Chat records with PII in user, assistant and system turns, plus invalid lines carrying PII.
+    Returns the planted structured values (which the detectors must all find)."""
+    fake = Faker("en_US")
+    fake.seed_instance(1234)
+    values: list[str] = []
+    lines = []
+    for i in range(n):
+        email, card, ip = fake.unique.email(), fake.credit_card_number("visa16"), fake.unique.ipv4_public()
+        phone = f"({fake.numerify('2##')}) {fake.numerify('55#')}-{fake.numerify('####')}"
+        values += [email, card, ip, phone]
+        user = f"My name is {fake.name()}. Email {email}, phone {phone}, card {card}. {fake.sentence()}"
+        assistant = f"Thanks, I have logged the request from {ip}." if i % 4 == 0 else "Happy to help."
+        lines.append(json.dumps(chat(f"r{i}", ("system", "You are a support agent."), ("user", user),
+                                     ("assistant", assistant))))
+    bad_email, bad_card = fake.unique.email(), fake.credit_card_number("mastercard")
+    values += [bad_email, bad_card]
+    lines.append(json.dumps({"messages": [{"role": "user", "content": f"card {bad_card} for {bad_email}"}]}))
+    lines.append('{"id": "broken", "messages": [{"role": "user", "content": "write to ' + bad_email)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return values
+
+
+def test_pipeline_drops_assistant_pii_and_never_writes_a_raw_value(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    planted = planted_dataset(source)
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {
+        "role_policy": {"assistant": "drop"}, "workers": 2, "hash_salt": "s3cret"}})
+    report = run_pipeline(spec, source, tmp_path / "out")
+
+    pii = report.pii
+    assert pii is not None
+    assert pii.records_scanned == 120 and pii.records_dropped == 30
+    assert pii.dropped_by_role == {"assistant": 30}
+    assert pii.residual == 0 and pii.rescanned_texts > 0
+    assert pii.by_role_entity["user"]["EMAIL_ADDRESS"] == 120
+    assert pii.by_role_entity["assistant"]["IP_ADDRESS"] == 30
+    assert pii.rejects_scrubbed == 2
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    drops = [r for r in rejected if r["step"] == "pii"]
+    assert len(drops) == 30 and {r["reason"] for r in drops} == {"pii_in_assistant"}
+    assert drops[0]["details"]["entities"] == {"IP_ADDRESS": 1}
+    for name in ("curated.jsonl", "rejected.jsonl", "report.json", "report.md", "report.html"):
+        content = (tmp_path / "out" / name).read_text(encoding="utf-8")
+        leaked = [v for v in planted if v in content]
+        assert leaked == [], f"{name} holds raw values"
+    assert "s3cret" not in (tmp_path / "out" / "report.json").read_text()
+
+
+# -- accuracy on public labelled data ------------------------------------------------------------
+
+def test_recall_targets_on_presidio_generated_texts(engine: PiiEngine, external_data: Path) -> None:
+    path = external_data / "pii" / "presidio_generated_large.json"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    texts = load_presidio_generated(path)[::5]  # 422 texts, every template family
+    predicted = [[(d.start, d.end, d.entity) for d in found] for found in engine.analyze([t.text for t in texts])]
+    scores = score(texts, predicted)
+    for entity in ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "PHONE_NUMBER"):
+        assert scores.recall(entity) >= 0.97, (entity, scores.recall(entity))
+    assert scores.recall() >= 0.85
+    assert scores.precision() >= 0.9
