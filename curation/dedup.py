@@ -87,19 +87,26 @@ class Sketcher:
                 "roles": c.roles, "fields": c.fields}
 
     def exact_hashes(self, texts: Sequence[str]) -> np.ndarray:
+        return self._exact(self._exact_texts(texts))
+
+    def _exact_texts(self, texts: Sequence[str]) -> list[str]:
         n = self.config.normalize
-        return np.fromiter(
-            (xxhash.xxh3_64_intdigest(normalise_text(t, n.nfkc, n.casefold, n.collapse_whitespace,
-                                                      n.strip_punctuation).encode("utf-8", "surrogatepass"))
-             for t in texts), dtype=np.uint64, count=len(texts))
+        return [normalise_text(t, n.nfkc, n.casefold, n.collapse_whitespace, n.strip_punctuation) for t in texts]
+
+    @staticmethod
+    def _exact(normalised: list[str]) -> np.ndarray:
+        return np.fromiter((xxhash.xxh3_64_intdigest(t.encode("utf-8", "surrogatepass")) for t in normalised),
+                           dtype=np.uint64, count=len(normalised))
 
     def sketch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, ShingleSets]:
-        exact = self.exact_hashes(texts)
+        normalised = self._exact_texts(texts)
+        exact = self._exact(normalised)
         if self.hasher is None:
             empty = ShingleSets(np.empty(0, np.uint32), np.zeros(len(texts) + 1, np.int64))
             return exact, np.empty((len(texts), 0), np.uint32), empty
         n = self.config.normalize
-        normalised = [normalise_text(t, n.nfkc, n.casefold, True, n.strip_punctuation) for t in texts]
+        if not n.collapse_whitespace and self.config.shingle == "char":  # char shingles see collapsed spaces
+            normalised = [normalise_text(t, n.nfkc, n.casefold, True, n.strip_punctuation) for t in texts]
         sets = shingle_sets(normalised, self.config.shingle, self.config.ngram)
         return exact, self.hasher.signatures(sets), sets
 

@@ -52,13 +52,19 @@ class SketchStore:
         self._num_perm = num_perm
         self.ids: list[str] = []
         self._exact: list[np.ndarray] = []
-        self._signatures: list[np.ndarray] = []
+        self._signatures = np.empty((0, num_perm), dtype=np.uint32)
         self._sizes: list[np.ndarray] = []
 
     def add(self, ids: Sequence[str], exact: np.ndarray, signatures: np.ndarray, sets: ShingleSets) -> None:
+        start = len(self.ids)
         self.ids.extend(ids)
         self._exact.append(exact)
-        self._signatures.append(signatures)
+        if len(self.ids) > len(self._signatures):
+            # grow in place (realloc/mremap): a list of batches concatenated at the end would need twice
+            # the memory of all signatures at that moment
+            capacity = max(2 * len(self._signatures), len(self.ids), 1024)
+            self._signatures.resize((capacity, signatures.shape[1]), refcheck=False)
+        self._signatures[start:len(self.ids)] = signatures
         self._sizes.append(sets.sizes())
         self._out.write(sets.hashes.astype("<u4").tobytes())
 
@@ -68,10 +74,10 @@ class SketchStore:
         if self._sizes:
             np.cumsum(np.concatenate(self._sizes), out=offsets[1:])
         hashes = (np.memmap(self._path, dtype="<u4", mode="r") if offsets[-1] else np.empty(0, dtype=np.uint32))
-        signatures = (np.concatenate(self._signatures) if self._signatures
-                      else np.empty((0, self._num_perm), dtype=np.uint32))
+        signatures = self._signatures
+        width = signatures.shape[1]
+        signatures.resize((len(self.ids), width), refcheck=False)
         exact = np.concatenate(self._exact) if self._exact else np.empty(0, dtype=np.uint64)
-        self._signatures.clear()
         return Sketches(self.ids, exact, signatures, ShingleSets(hashes, offsets))
 
 
