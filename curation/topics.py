@@ -227,7 +227,7 @@ def choose_k(vectors: Any, config: BalanceConfig) -> KSelection:
     for k in candidates:
         if k >= n_sample:
             continue
-        labels = kmeans_labels(sample, k, config.seed, n_init=1)  # a ranking of k needs no restarts
+        labels = kmeans_labels(sample, k, config.seed)
         if len(np.unique(labels)) < 2:
             continue
         scores[str(k)] = round(float(silhouette_score(sample, labels, metric="cosine")), 5)

@@ -1,0 +1,178 @@
+"""Topic discovery: TF-IDF and embedding clustering, choice of k, c-TF-IDF names, agreement with human labels."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from scipy.sparse import csr_matrix
+from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+from curation.pipeline import run_pipeline
+from curation.topics import TopicError, class_tfidf, discover_topics, load_encoder, resolve_mode
+from schemas.balance import BalanceConfig
+from schemas.curation import CurationSpec
+
+REPO = Path(__file__).resolve().parents[2]
+VOCABULARY = {
+    "cooking": "recipe oven bake flour sugar butter garlic simmer sauce dough onion skillet".split(),
+    "programming": "python function variable compile debug loop array class exception script".split(),
+    "travel": "flight hotel passport beach luggage airport itinerary visa museum train".split(),
+    "finance": "budget loan interest mortgage invest savings stocks tax credit pension".split(),
+}
+FILLER = "can you tell me about the best way to handle my question on this".split()
+
+
+def generated_prompts(per_topic: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for topic, words in VOCABULARY.items():
+        for _ in range(per_topic):
+            texts.append(" ".join(rng.sample(FILLER, 5) + rng.sample(words, 5)))
+            labels.append(topic)
+    return texts, labels
+
+
+def write_chat(path: Path, texts: list[str], labels: list[str]) -> list[dict[str, Any]]:
+    records = [{"id": f"r{i}", "messages": [{"role": "user", "content": t}, {"role": "assistant", "content": "ok"}],
+                "label": label} for i, (t, label) in enumerate(zip(texts, labels, strict=True))]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return records
+
+
+def purity(labels: list[str], clusters: np.ndarray) -> float:
+    from sklearn.metrics.cluster import contingency_matrix
+
+    table = contingency_matrix(labels, clusters)
+    return float(table.max(axis=0).sum() / table.sum())
+
+
+# ---------------------------------------------------------------- TF-IDF mode
+
+
+def test_tfidf_mode_recovers_generated_topics_and_names_them_from_their_words():
+    texts, labels = generated_prompts(40)
+    assignment = discover_topics(texts, BalanceConfig(mode="tfidf", min_topics=2, max_topics=8, k_candidates=7))
+    assert assignment.k_selection is not None and assignment.k_selection.chosen == 4
+    scores = assignment.k_selection.scores
+    assert {int(k) for k in scores} <= set(range(2, 9)) and len(scores) >= 5
+    assert max(scores, key=lambda k: scores[k]) == "4"
+    assert normalized_mutual_info_score(labels, assignment.labels) > 0.95
+    for topic in assignment.topics:
+        members = {labels[i] for i in np.flatnonzero(assignment.labels == topic.id)}
+        assert len(members) == 1
+        assert set(topic.top_terms[:3]) <= set(VOCABULARY[members.pop()])
+        assert topic.name == "_".join(topic.top_terms[:3])
+        assert len(topic.example_positions) == 3
+    assert [t.size for t in assignment.topics] == sorted((t.size for t in assignment.topics), reverse=True)
+
+
+def test_a_given_number_of_topics_is_used_as_is():
+    texts, _ = generated_prompts(20)
+    assignment = discover_topics(texts, BalanceConfig(mode="tfidf", n_topics=6))
+    assert len(assignment.topics) == 6 and assignment.k_selection is None
+
+
+def test_class_tfidf_ranks_terms_distinctive_of_a_topic_above_shared_ones():
+    # terms: shared, only-in-topic-0, only-in-topic-1
+    counts = csr_matrix(np.array([[3, 2, 0], [3, 1, 0], [3, 0, 2], [3, 0, 1]], dtype=np.float32))
+    scores = class_tfidf(counts, np.array([0, 0, 1, 1]), 2)
+    assert scores[0].argmax() == 1 and scores[1].argmax() == 2
+    assert scores[0, 0] < scores[0, 1]
+
+
+def test_auto_mode_reads_a_field_when_given_and_discovers_topics_otherwise():
+    assert resolve_mode(BalanceConfig(topic_field="category")) == "field"
+    assert resolve_mode(BalanceConfig()) == "embedding"  # sentence-transformers and the model are installed
+    assert resolve_mode(BalanceConfig(mode="tfidf")) == "tfidf"
+
+
+def test_tfidf_mode_runs_the_pipeline_without_importing_torch(tmp_path):
+    texts, labels = generated_prompts(15)
+    write_chat(tmp_path / "in.jsonl", texts, labels)
+    script = (
+        "import sys, json\n"
+        "from curation.pipeline import run_pipeline\n"
+        "from schemas.curation import CurationSpec\n"
+        "spec = CurationSpec.model_validate({'steps': ['validate', 'balance'],"
+        " 'balance': {'mode': 'tfidf', 'n_topics': 4, 'max_share': 0.3}})\n"
+        f"report = run_pipeline(spec, {str(tmp_path / 'in.jsonl')!r}, {str(tmp_path / 'out')!r})\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules,"
+        " 'st': 'sentence_transformers' in sys.modules, 'topics': len(report.balance.topics)}))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"torch": False, "st": False, "topics": 4}
+
+
+# ---------------------------------------------------------------- embedding mode (real model)
+
+
+@pytest.fixture(scope="module")
+def encoder_ready() -> None:
+    try:
+        load_encoder(None, "cpu")
+    except TopicError as exc:
+        pytest.skip(f"embedding model not installed: {exc}")
+
+
+def test_embedding_mode_in_the_pipeline_gives_every_record_a_topic(tmp_path, encoder_ready):
+    texts, labels = generated_prompts(15, seed=3)
+    records = write_chat(tmp_path / "in.jsonl", texts[:45], labels[:45])  # cooking, programming, travel
+    spec = CurationSpec.model_validate({"steps": ["validate", "balance"], "batch_size": 16,
+                                        "balance": {"mode": "embedding", "n_topics": 3}})
+    report = run_pipeline(spec, tmp_path / "in.jsonl", tmp_path / "out")
+    kept = [orjson.loads(line) for line in (tmp_path / "out" / "curated.jsonl").read_bytes().splitlines()]
+    assert len(kept) == len(records) and all(r["topic"] for r in kept)
+    assert normalized_mutual_info_score([r["label"] for r in kept], [r["topic"] for r in kept]) > 0.9
+    topics = json.loads((tmp_path / "out" / "topics.json").read_text())
+    assert topics["mode"] == "embedding" and "all-MiniLM-L6-v2" in topics["model"]
+    assert report.balance is not None and report.balance.seconds["embedding"] > 0
+    assert {r["topic"] for r in kept} == {t["name"] for t in topics["topics"]}
+
+
+def test_an_embedding_model_that_cannot_be_loaded_is_a_clear_error():
+    with pytest.raises(TopicError, match="cannot load the embedding model"):
+        load_encoder("/nonexistent/model-dir", "cpu")
+
+
+def test_discovered_topics_agree_with_autoj_human_categories(external_data, encoder_ready):
+    path = external_data / "instructions" / "autoj_scenario_traindata.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # A seeded sample of at most 12 prompts per category keeps this under a minute on 2 shared cores;
+    # bench/topics.py measures the whole file.
+    rng = random.Random(0)
+    rng.shuffle(rows)
+    taken: Counter[str] = Counter()
+    sample = []
+    for row in rows:
+        if taken[row["category"]] < 12:
+            taken[row["category"]] += 1
+            sample.append(row)
+    rows = sample
+    texts = [r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "") for r in rows]
+    labels = [r["category"] for r in rows]
+    shuffled = np.random.default_rng(0).permutation(len(labels))
+    results = {}
+    for mode in ("embedding", "tfidf"):
+        assignment = discover_topics(texts, BalanceConfig(mode=mode))  # k chosen automatically
+        chance = normalized_mutual_info_score(labels, assignment.labels[shuffled])
+        results[mode] = (normalized_mutual_info_score(labels, assignment.labels), chance,
+                         adjusted_mutual_info_score(labels, assignment.labels), purity(labels, assignment.labels))
+    print({mode: tuple(round(v, 3) for v in values) for mode, values in results.items()})
+    for mode, (nmi, chance, ami, pure) in results.items():
+        # With ~12 records per label NMI is inflated by chance (shuffled labels score ~0.35), so the
+        # chance-corrected AMI is checked too.
+        assert nmi > chance + 0.1 and ami > 0.1 and pure > 0.2, mode
