@@ -198,12 +198,17 @@ class PiiEngine:
             for _ in texts:
                 yield empty
             return
-        batch = self.nlp_engine.process_batch(texts, LANGUAGE, batch_size=self.config.batch_size)
-        for _, artifacts in batch:  # type: ignore[misc]
-            if artifacts.lemmas and not any(artifacts.lemmas):
-                # The lemmatizer is switched off for speed; context words match lower-cased tokens.
-                artifacts.lemmas = [t.lower_ for t in artifacts.tokens]
-            yield artifacts
+        engine: Any = self.nlp_engine
+        if not hasattr(engine, "_get_updated_entities"):  # another NLP engine: its own batch method
+            for _, artifacts in engine.process_batch(texts, LANGUAGE, batch_size=self.config.batch_size):
+                yield artifacts
+            return
+        for doc in engine.nlp[LANGUAGE].pipe(texts, batch_size=self.config.batch_size):
+            entities, scores = engine._get_updated_entities(list(doc.ents), engine._get_scores_for_entities(doc))
+            # The lemmatizer is switched off for speed: context words are matched on lower-cased tokens.
+            yield NlpArtifacts(entities=entities, tokens=doc, tokens_indices=doc.to_array("IDX").tolist(),
+                               lemmas=[t.lower_ for t in doc], nlp_engine=engine, language=LANGUAGE,
+                               scores=scores)
 
     # -- redaction -----------------------------------------------------------------------------
     def redact(self, text: str, detections: list[Detection]) -> Redaction:

@@ -10,7 +10,14 @@ import re
 from collections.abc import Callable, Iterable
 
 import phonenumbers
-from presidio_analyzer import EntityRecognizer, LocalRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer import (
+    AnalysisExplanation,
+    EntityRecognizer,
+    LocalRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerResult,
+)
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from schemas.pii import CustomRecognizer
@@ -172,7 +179,9 @@ def _result(recognizer: EntityRecognizer, entity: str, start: int, end: int, sco
     """A result tagged with its recognizer, as Presidio's context enhancement expects."""
     metadata = {RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(recognizer, "name", "")),
                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: str(recognizer.id)}
-    return RecognizerResult(entity, start, end, score, recognition_metadata=metadata)
+    explanation = AnalysisExplanation(recognizer=str(getattr(recognizer, "name", "")), original_score=score)
+    return RecognizerResult(entity, start, end, score, analysis_explanation=explanation,
+                            recognition_metadata=metadata)
 
 
 def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
