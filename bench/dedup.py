@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="dedup speed and memory")
     parser.add_argument("--docs", type=int, default=50_000)
     parser.add_argument("--rss-docs", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the fast contenders (best time kept)")
     parser.add_argument("--datasketch-rss-docs", type=int, default=100_000)
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rss-kind", default="ours", help=argparse.SUPPRESS)
@@ -232,10 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     ]
     timings: dict[str, float] = {}
     signatures: dict[str, np.ndarray] = {}
-    for label, run in contenders:
-        started = time.perf_counter()
-        signatures[label] = run()
-        timings[label] = time.perf_counter() - started
+    # the machine is shared: the fast contenders run `--repeat` times, interleaved, and keep their best time
+    for round_ in range(args.repeat):
+        for label, run in contenders:
+            if round_ and label.startswith("(a)"):
+                continue
+            started = time.perf_counter()
+            signatures[label] = run()
+            timings[label] = min(timings.get(label, float("inf")), time.perf_counter() - started)
     ours_label = contenders[-1][0]
 
     with tempfile.TemporaryDirectory() as tmp:
