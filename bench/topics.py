@@ -1,0 +1,188 @@
+"""Topic discovery against human labels, the effect of max_share balancing, and speed on 10,000 records.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/topics.py                       # all three parts
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/topics.py --parts speed --records 2000   # quick
+
+quality: the 2,383 Auto-J prompts (58 scenario labels + `default`) clustered by embeddings and by TF-IDF,
+k chosen by silhouette and k = 59 (the number of labels); NMI, AMI and purity against the labels, with
+the NMI of the same clusters against shuffled labels as the chance baseline.
+balance: the same prompts with `topic_field: category` and `max_share: 0.05`, before and after.
+speed: N records (real prompts from the shared instruction files, cycled to reach N) through the real
+pipeline (validate, balance) in field mode (the baseline: reading, validating and spilling, no
+discovery), tfidf mode and embedding mode; records/s and where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from curation.pipeline import run_pipeline  # noqa: E402
+from curation.topics import cluster_topics, encode_texts, load_encoder, lsa_vectors, term_counts  # noqa: E402
+from schemas.balance import BalanceConfig, BalanceReport  # noqa: E402
+from schemas.curation import CurationSpec  # noqa: E402
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("ASSAY_EXTERNAL_DATA", ROOT.parent / "shared" / "data"))
+
+
+def autoj_rows() -> list[dict[str, Any]]:
+    path = data_dir() / "instructions" / "autoj_scenario_traindata.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def prompt(row: dict[str, Any]) -> str:
+    return row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+
+
+def purity(labels: list[str], clusters: np.ndarray) -> float:
+    from sklearn.metrics.cluster import contingency_matrix
+
+    table = contingency_matrix(labels, clusters)
+    return float(table.max(axis=0).sum() / table.sum())
+
+
+# --- quality --------------------------------------------------------------------------------------------
+
+def quality() -> None:
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    rows = autoj_rows()
+    texts = [prompt(r)[:BalanceConfig().max_chars] for r in rows]
+    labels = [r["category"] for r in rows]
+    shuffled = np.random.default_rng(0).permutation(len(labels))
+    counts, vocabulary = term_counts(texts, len(texts))
+    load_encoder(None, "cpu")
+    started = time.perf_counter()
+    vectors = {"embedding": encode_texts(texts, BalanceConfig())}
+    vector_seconds = {"embedding": time.perf_counter() - started}
+    started = time.perf_counter()
+    vectors["tfidf"] = lsa_vectors(counts, 0)
+    vector_seconds["tfidf"] = time.perf_counter() - started
+    print(f"\n## quality: {len(texts)} Auto-J prompts, {len(set(labels))} labels (embedding "
+          f"{len(texts) / vector_seconds['embedding']:.0f} texts/s, load average {os.getloadavg()[0]:.1f})\n")
+    print("| mode | k | NMI | NMI vs shuffled labels | AMI | purity | vectors s | clustering s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for mode in ("embedding", "tfidf"):
+        for n_topics in (None, len(set(labels))):
+            config = BalanceConfig(mode=mode, n_topics=n_topics)
+            seconds: dict[str, float] = {}
+            found = cluster_topics(vectors[mode], counts, vocabulary, config, mode, seconds)
+            k = f"{len(found.topics)} (silhouette)" if n_topics is None else str(n_topics)
+            print(f"| {mode} | {k} | {normalized_mutual_info_score(labels, found.labels):.3f} | "
+                  f"{normalized_mutual_info_score(labels, found.labels[shuffled]):.3f} | "
+                  f"{adjusted_mutual_info_score(labels, found.labels):.3f} | {purity(labels, found.labels):.3f} | "
+                  f"{vector_seconds[mode]:.1f} | {seconds['clustering']:.1f} |")
+    example = cluster_topics(vectors["embedding"], counts, vocabulary, BalanceConfig(n_topics=59), "embedding", {})
+    print("\nlargest embedding topics (k = 59): " + "; ".join(
+        f"{t.name} ({t.size})" for t in example.topics[:8]))
+
+
+# --- balance --------------------------------------------------------------------------------------------
+
+def balance(work: Path) -> None:
+    rows = autoj_rows()
+    source = work / "autoj.jsonl"
+    source.write_bytes(b"".join(orjson.dumps({"id": f"autoj-{i}", "messages": [
+        {"role": "user", "content": prompt(r)}], "category": r["category"]}) + b"\n" for i, r in enumerate(rows)))
+    spec = CurationSpec.model_validate({"steps": ["validate", "balance"], "validate": {"require_assistant": False},
+                                        "balance": {"topic_field": "category", "max_share": 0.05}})
+    report = run_pipeline(spec, source, work / "balance-out")
+    section = report.balance
+    assert section is not None
+    kept = [orjson.loads(line) for line in (work / "balance-out" / "curated.jsonl").read_bytes().splitlines()]
+    largest = max(Counter(r["category"] for r in kept).values()) / len(kept)
+    print(f"\n## balance: topic_field category, max_share 0.05 (cap {section.parameters['cap']} records)\n")
+    print("| | before | after |\n|---|---:|---:|")
+    print(f"| records | {section.records_in:,} | {section.records_out:,} |")
+    print(f"| normalised entropy | {section.entropy_before:.3f} | {section.entropy_after:.3f} |")
+    print(f"| Gini | {section.gini_before:.3f} | {section.gini_after:.3f} |")
+    print(f"| largest share | {100 * section.largest_share_before:.1f}% | {100 * largest:.2f}% |")
+    print(f"| topics under min_count {section.min_count} | "
+          f"{sum(t.before < section.min_count for t in section.topics)} | {len(section.small_topics)} |")
+    print("\n| category | before | share | after | share |\n|---|---:|---:|---:|---:|")
+    for row in section.topics[:6]:
+        print(f"| {row.name} | {row.before} | {100 * row.share_before:.1f}% | {row.after} | "
+              f"{100 * row.share_after:.1f}% |")
+
+
+# --- speed ----------------------------------------------------------------------------------------------
+
+def speed_input(path: Path, n_records: int) -> None:
+    """Real prompts from the shared instruction files, cycled (ids made unique) to reach n_records."""
+    folder = data_dir() / "instructions"
+    pool = [(prompt(r), "autoj") for r in autoj_rows()]
+    pool += [(prompt(r), "alpaca") for r in json.loads((folder / "llamafactory_alpaca_en_demo.json").read_text())]
+    for name in ("selfinstruct_seed_tasks.jsonl", "selfinstruct_user_oriented_instructions.jsonl"):
+        pool += [(json.loads(line)["instruction"], "selfinstruct")
+                 for line in (folder / name).read_text().splitlines() if line.strip()]
+    with path.open("wb") as out:
+        for i in range(n_records):
+            text, source = pool[i % len(pool)]
+            out.write(orjson.dumps({"id": f"r{i}", "messages": [{"role": "user", "content": text}],
+                                    "source": source}) + b"\n")
+
+
+def speed(work: Path, n_records: int) -> None:
+    source = work / "speed.jsonl"
+    speed_input(source, n_records)
+    started = time.perf_counter()
+    load_encoder(None, "cpu")
+    load_seconds = time.perf_counter() - started
+    runs: dict[str, tuple[float, BalanceReport]] = {}
+    for mode, settings in (("field", {"topic_field": "source"}), ("tfidf", {"mode": "tfidf"}),
+                           ("embedding", {"mode": "embedding"})):
+        spec = CurationSpec.model_validate({"steps": ["validate", "balance"], "validate": {"require_assistant": False},
+                                            "balance": {**settings, "max_share": 0.2}})
+        started = time.perf_counter()
+        report = run_pipeline(spec, source, work / f"speed-{mode}")
+        assert report.balance is not None
+        runs[mode] = (time.perf_counter() - started, report.balance)
+    baseline = runs["field"][0]
+    print(f"\n## speed: {n_records:,} records, validate + balance, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end (model load {load_seconds:.1f} s, once per process, not included)\n")
+    print("| mode | topics | total s | records/s | x field-mode time | embedding s | vectorising s | "
+          "clustering s | naming s | balancing s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, (seconds, section) in runs.items():
+        parts = section.seconds
+        print(f"| {mode} | {len(section.topics)} | {seconds:.1f} | {n_records / seconds:,.0f} | "
+              f"{seconds / baseline:.1f} | " + " | ".join(
+                  f"{parts.get(key, 0.0):.1f}" for key in ("embedding", "vectorising", "clustering", "naming",
+                                                           "balancing")) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="quality,balance,speed", help="Comma-separated parts to run.")
+    parser.add_argument("--records", type=int, default=10_000, help="Records for the speed part.")
+    args = parser.parse_args()
+    if not (data_dir() / "instructions" / "autoj_scenario_traindata.jsonl").exists():
+        sys.exit(f"shared data not found under {data_dir()} (set ASSAY_EXTERNAL_DATA)")
+    parts = set(args.parts.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        if "quality" in parts:
+            quality()
+        if "balance" in parts:
+            balance(Path(tmp))
+        if "speed" in parts:
+            speed(Path(tmp), args.records)
+
+
+if __name__ == "__main__":
+    main()
