@@ -144,6 +144,9 @@ def curate(
     topic_field: Annotated[str | None, typer.Option(help="Use this field as the topic label for balancing.")] = None,
     max_share: Annotated[float | None, typer.Option(help="Cap any topic at this share of the output.")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (path or hub id) for token-length stats.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override one spec value, SECTION.KEY=VALUE (VALUE read as YAML); repeatable. "
+                      "E.g. --set pii.operator=hash --set dedup.threshold=0.7")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Run the curation pipeline on INPUT and write curated.jsonl, rejected.jsonl and the quality report."""
@@ -156,6 +159,8 @@ def curate(
         spec_data: dict[str, Any] = {}
         if config is not None:
             spec_data = CurationSpec.from_yaml(config).model_dump(by_alias=True, exclude_unset=True)
+        for item in overrides or ():
+            _apply_override(spec_data, item)
         if steps is not None:
             spec_data["steps"] = [s.strip() for s in steps.split(",") if s.strip()]
         if against:
@@ -193,6 +198,26 @@ def curate(
         typer.echo(render_markdown(report))
     typer.echo(f"curated {report.records_out} of {report.records_in} records -> {out / 'curated.jsonl'}")
     typer.echo(f"report: {(out / 'report.html').resolve()}")
+
+
+def _apply_override(spec_data: dict[str, Any], item: str) -> None:
+    import yaml
+
+    path, sep, raw = item.partition("=")
+    keys = [k for k in path.strip().split(".") if k]
+    if not sep or not keys:
+        raise ValueError(f"--set needs SECTION.KEY=VALUE, got '{item}'")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--set {path}: the value is not valid YAML: {exc}") from exc
+    node = spec_data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"--set {path}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
 
 
 def _spec_error(exc: Any, config: Path | None) -> str:

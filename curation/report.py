@@ -28,7 +28,11 @@ OPTIONAL_SECTIONS: tuple[tuple[str, str], ...] = (
     ("dedup", "Duplicates"),
     ("balance", "Topic balance"),
 )
-"""Report sections owned by a step: (attribute of QualityReport and module curation.<name>, title)."""
+"""Report sections owned by a step: (attribute of QualityReport, title)."""
+
+SECTION_RENDERERS: dict[str, str] = {"dedup": "curation.dedup", "balance": "curation.balance"}
+"""Steps whose module renders its own section (`render_<name>_{markdown,html}`); the others get the
+generic rendering. Listed, not probed: importing a step module can be costly (presidio takes ~8 s)."""
 
 ROLE_ORDER = ("system", "user", "assistant", "tool")
 MARKDOWN_FIRST_ERRORS = 10
@@ -71,11 +75,10 @@ def render_html(report: QualityReport) -> str:
 # --- step-owned sections (PII, dedup, balance) ---------------------------------------------------------
 
 def _section_renderer(name: str, kind: str) -> Callable[[Any], str] | None:
-    """`curation.<name>.render_<name>_<kind>` if that step module provides it, else None."""
-    try:
-        module = importlib.import_module(f"curation.{name}")
-    except ImportError:
+    """`render_<name>_<kind>` from the step's module when SECTION_RENDERERS names one, else None."""
+    if name not in SECTION_RENDERERS:
         return None
+    module = importlib.import_module(SECTION_RENDERERS[name])
     renderer = getattr(module, f"render_{name}_{kind}", None)
     return renderer if callable(renderer) else None
 

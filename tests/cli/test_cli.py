@@ -80,3 +80,18 @@ def test_curate_names_an_unknown_spec_key(tmp_path: Path) -> None:
     path.write_text(json.dumps(CHAT) + "\n")
     result = assay("curate", path, "--out", tmp_path / "o", "--config", spec)
     assert result.returncode == 2 and "unknown key 'validate.max_line_byte'" in result.stderr
+
+
+def test_set_overrides_a_spec_value_and_names_a_wrong_key(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n")
+    long_line = json.dumps({"messages": [{"role": "user", "content": "x" * 200}, {"role": "assistant", "content": "y"}]})
+    path.write_text(json.dumps(CHAT) + "\n" + long_line + "\n")
+    out = tmp_path / "o"
+    result = assay("curate", path, "--out", out, "--steps", "validate", "--set", "validate.max_line_bytes=100", "-q")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "rejected.jsonl").read_text())["reason"] == "line_too_long"
+    result = assay("curate", path, "--out", out, "--set", "validate.max_lines=3", "-q")
+    assert result.returncode == 2 and "unknown key 'validate.max_lines'" in result.stderr
+    result = assay("curate", path, "--out", out, "--set", "novalue", "-q")
+    assert result.returncode == 2 and "--set needs SECTION.KEY=VALUE" in result.stderr
