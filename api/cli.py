@@ -141,6 +141,7 @@ def curate(
     steps: Annotated[str | None, typer.Option(help="Comma-separated steps, e.g. validate,pii,dedup,balance.")] = None,
     against: Annotated[list[Path] | None, typer.Option(help="Drop records duplicating this corpus or saved index.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/eval files to decontaminate against.")] = None,
+    save_index: Annotated[Path | None, typer.Option(help="Save the dedup index (corpus + kept records) here.")] = None,
     topic_field: Annotated[str | None, typer.Option(help="Use this field as the topic label for balancing.")] = None,
     max_share: Annotated[float | None, typer.Option(help="Cap any topic at this share of the output.")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (path or hub id) for token-length stats.")] = None,
@@ -167,6 +168,8 @@ def curate(
             spec_data.setdefault("dedup", {})["against"] = [str(p) for p in against]
         if decontaminate:
             spec_data.setdefault("dedup", {})["decontaminate"] = [str(p) for p in decontaminate]
+        if save_index is not None:
+            spec_data.setdefault("dedup", {})["save_index"] = str(save_index)
         if topic_field is not None:
             spec_data.setdefault("balance", {})["topic_field"] = topic_field
         if max_share is not None:
