@@ -29,7 +29,7 @@ browser:
 
 demo: setup
 	$(BIN)/assay validate curation/sample/sample_chat.jsonl --rejects demo-out/validation-rejects.jsonl || test $$? -eq 1
-	$(BIN)/assay curate curation/sample/sample_chat.jsonl --out demo-out
+	$(BIN)/assay curate curation/sample/sample_chat.jsonl --config curation/sample/demo.yaml --out demo-out
 
 lint: setup
 	$(BIN)/ruff check .

@@ -144,6 +144,8 @@ def curate(
     save_index: Annotated[Path | None, typer.Option(help="Save the dedup index (corpus + kept records) here.")] = None,
     topic_field: Annotated[str | None, typer.Option(help="Use this field as the topic label for balancing.")] = None,
     max_share: Annotated[float | None, typer.Option(help="Cap any topic at this share of the output.")] = None,
+    topic_mode: Annotated[str | None, typer.Option(help="Topics from: auto, field, embedding or tfidf.")] = None,
+    topics: Annotated[int | None, typer.Option(help="Number of discovered topics (default: chosen by silhouette).")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (path or hub id) for token-length stats.")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override one spec value, SECTION.KEY=VALUE (VALUE read as YAML); repeatable. "
@@ -174,6 +176,10 @@ def curate(
             spec_data.setdefault("balance", {})["topic_field"] = topic_field
         if max_share is not None:
             spec_data.setdefault("balance", {})["max_share"] = max_share
+        if topic_mode is not None:
+            spec_data.setdefault("balance", {})["mode"] = topic_mode
+        if topics is not None:
+            spec_data.setdefault("balance", {})["n_topics"] = topics
         if tokenizer is not None:
             spec_data.setdefault("report", {})["tokenizer"] = tokenizer
         spec = CurationSpec.model_validate(spec_data)

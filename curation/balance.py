@@ -235,9 +235,6 @@ class BalanceStep(Step):
     def __init__(self, spec: CurationSpec, ctx: StepContext) -> None:
         super().__init__(spec, ctx)
         self.config = spec.balance
-        if self.config.upsample and not hasattr(ctx, "mark_added"):
-            raise BalanceError("balance.upsample needs a pipeline that accounts for added records "
-                               "(StepContext.mark_added); this one does not, so set upsample: false")
         self.section: BalanceReport | None = None
         self.topics_file: TopicsFile | None = None
         self.warnings: list[str] = []
@@ -301,7 +298,7 @@ class BalanceStep(Step):
             kept.append({**record, "id": f"{record.get('id')}#rep{repeat}",
                          self.config.repeat_field: record.get("id")})
         if copies > 1:
-            self.ctx.mark_added(self.name, copies - 1)  # type: ignore[attr-defined]
+            self.ctx.mark_added(self.name, copies - 1)
 
     def _summarise(self, assignment: TopicAssignment, copies: np.ndarray, quotas: np.ndarray | None,
                    parameters: dict[str, Any], example_ids: dict[int, str]) -> None:

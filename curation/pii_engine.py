@@ -22,6 +22,7 @@ from presidio_anonymizer.entities import OperatorConfig  # noqa: E402
 
 from curation.pii_recognizers import (  # noqa: E402
     LenientPhoneRecognizer,
+    LongCardRecognizer,
     PersonContextRecognizer,
     StreetAddressRecognizer,
     custom_recognizer,
@@ -277,6 +278,7 @@ def _build_registry(config: PiiConfig, nlp_engine: NlpEngine) -> RecognizerRegis
         registry.remove_recognizer(name)
     registry.add_recognizer(LenientPhoneRecognizer(config.phone_regions))
     registry.add_recognizer(StreetAddressRecognizer())
+    registry.add_recognizer(LongCardRecognizer())
     registry.add_recognizer(PersonContextRecognizer())
     if config.nlp_engine == "transformers":
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer

@@ -180,10 +180,11 @@ class Pipeline:
         for name, meter in meters.items():
             dropped = {reason: n for (step, reason), n in sorted(reasons.items()) if step == name}
             row = StepFunnel(step=name, records_in=meter.records_in, kept=meter.kept, dropped=dropped,
-                             changed=ctx.changed.get(name, 0), seconds=round(meter.seconds, 3))
-            if row.records_in != row.kept + row.dropped_total:
+                             changed=ctx.changed.get(name, 0), added=ctx.added.get(name, 0),
+                             seconds=round(meter.seconds, 3))
+            if row.records_in + row.added != row.kept + row.dropped_total:
                 raise PipelineError(
-                    f"step '{name}' lost records: {row.records_in} in, {row.kept} kept, "
+                    f"step '{name}' lost records: {row.records_in} in + {row.added} added != {row.kept} out + "
                     f"{row.dropped_total} dropped")
             funnel.append(row)
         for previous, current in itertools.pairwise(funnel):

@@ -102,6 +102,7 @@ class StepContext:
         self.drops: list[Drop] = []  # drained by the pipeline after every batch
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.changed: Counter[str] = Counter()
+        self.added: Counter[str] = Counter()  # copies a step created (upsampling), counted like drops
         self._spills = 0
 
     def drop(self, record: Record, step: str, reason: str, message: str = "", **details: Any) -> None:
@@ -110,6 +111,10 @@ class StepContext:
 
     def mark_changed(self, step: str, count: int = 1) -> None:
         self.changed[step] += count
+
+    def mark_added(self, step: str, count: int = 1) -> None:
+        """Declare records a step yields that it did not receive (e.g. upsampled copies)."""
+        self.added[step] += count
 
     def spill(self, name: str) -> SpillFile:
         self._spills += 1

@@ -21,6 +21,7 @@ class StepFunnel(BaseModel):
     kept: int = 0
     dropped: dict[str, int] = Field(default_factory=dict)
     changed: int = 0
+    added: int = 0
     seconds: float = 0.0
 
     @property

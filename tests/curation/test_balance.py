@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from curation.balance import (
-    BalanceError,
     BalanceStep,
     gini,
     max_share_cap,
@@ -188,20 +187,9 @@ def test_dropped_records_are_rejected_with_their_topic_and_cap(tmp_path):
 # ---------------------------------------------------------------- upsampling
 
 
-class CountingContext(StepContext):
-    """A context whose pipeline accounts for records a step adds (upsampled copies)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.added: Counter[str] = Counter()
-
-    def mark_added(self, step: str, count: int = 1) -> None:
-        self.added[step] += count
-
-
 def run_step(tmp_path: Path, records: list[dict[str, Any]], **balance: Any) -> tuple[list[dict], BalanceStep]:
     spec = CurationSpec.model_validate({"steps": ["validate", "balance"], "balance": balance})
-    ctx = CountingContext(spec, tmp_path / "work", tmp_path / "in.jsonl")
+    ctx = StepContext(spec, tmp_path / "work", tmp_path / "in.jsonl")
     step = BalanceStep(spec, ctx)
     out = [r for batch in step.run(iter([records[:50], records[50:]])) for r in batch]
     return out, step
@@ -216,7 +204,7 @@ def test_upsampling_repeats_small_topics_up_to_max_repeat_and_marks_every_copy(t
     copies = [r for r in out if "upsampled_from" in r]
     assert {r["id"] for r in copies} <= {f"{r['upsampled_from']}#rep{n}" for r in copies for n in (2, 3)}
     assert len({r["id"] for r in out}) == len(out)  # copies have new unique ids
-    assert isinstance(step.ctx, CountingContext) and step.section is not None
+    assert step.section is not None
     assert step.ctx.added["balance"] == len(copies) == step.section.copies_added
     small_row = next(t for t in step.section.topics if t.name == "small")
     assert small_row.copies == 20 and small_row.after == 30
@@ -229,9 +217,15 @@ def test_upsampling_repeats_small_topics_up_to_max_repeat_and_marks_every_copy(t
         assert min(length[i] for i in repeated) >= max(length[i] for i in not_repeated)
 
 
-def test_upsampling_is_refused_clearly_by_a_pipeline_that_cannot_count_added_records(tmp_path):
-    with pytest.raises(BalanceError, match="upsample"):
-        curate(tmp_path, make_records(SKEWED), max_share=0.3, upsample=True)
+def test_the_pipeline_accounts_for_upsampled_copies_in_the_funnel(tmp_path):
+    records = make_records({"big": 60, "small": 10})
+    report, kept, _, _ = curate(tmp_path, records, target={"big": 0.5, "small": 0.5}, upsample=True,
+                                max_repeat=2, size=40)
+    row = next(r for r in report.funnel if r.step == "balance")
+    copies = [r for r in kept if "upsampled_from" in r]
+    assert copies and row.added == len(copies)
+    assert row.records_in + row.added == row.kept + sum(row.dropped.values())
+    assert report.records_out == len(kept)
 
 
 # ---------------------------------------------------------------- outputs

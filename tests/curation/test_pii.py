@@ -219,3 +219,29 @@ def test_recall_targets_on_presidio_generated_texts(engine: PiiEngine, external_
         assert scores.recall(entity) >= 0.97, (entity, scores.recall(entity))
     assert scores.recall() >= 0.85
     assert scores.precision() >= 0.9
+
+
+def test_long_card_numbers_are_found_only_when_luhn_valid(engine: PiiEngine) -> None:
+    texts = ["My card 4199351819093786576 was charged twice.", "card 4111-1111-1111-1111 ok",
+             "order 1234567890123 shipped", "tracking 4199351819093786577"]
+    found = [[d.entity for d in detections] for detections in engine.analyze(texts)]
+    assert found == [["CREDIT_CARD"], ["CREDIT_CARD"], [], []]
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "curation" / "sample" / "sample_chat.jsonl"
+_CARD = re.compile(r"\d(?:[ -]?\d){12,18}")
+
+
+def test_no_planted_email_or_card_from_the_bundled_sample_survives_curation(tmp_path: Path) -> None:
+    from curation.pii_recognizers import luhn_valid
+
+    raw = SAMPLE.read_text(encoding="utf-8")
+    secrets = set(re.findall(r"[\w.+-]+@[\w-]+\.[\w.]+", raw))
+    secrets |= {m for m in _CARD.findall(raw) if luhn_valid(re.sub(r"\D", "", m))}
+    assert len(secrets) > 20, "the sample should carry planted emails and card numbers"
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {"workers": 1}})
+    run_pipeline(spec, SAMPLE, tmp_path)
+    outputs = "".join((tmp_path / name).read_text(encoding="utf-8")
+                      for name in ("curated.jsonl", "rejected.jsonl", "report.json", "report.md", "report.html"))
+    leaked = sorted(s for s in secrets if s in outputs)
+    assert not leaked, f"{len(leaked)} planted values leaked"
