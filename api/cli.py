@@ -192,13 +192,13 @@ def curate(
     except ValueError as exc:
         _fail(str(exc))
         return
-    from curation.lengths import TokenizerLoadError
     from curation.pipeline import run_pipeline
+    from curation.steps import StepConfigError
 
     try:
         with _StepProgress(quiet) as progress:
             report = run_pipeline(spec, input, out, progress=progress)
-    except (InputFileError, TokenizerLoadError) as exc:
+    except (InputFileError, StepConfigError) as exc:
         _fail(str(exc))
         return
     from curation.report import render_markdown

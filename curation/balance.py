@@ -250,6 +250,9 @@ class BalanceStep(Step):
             scores.extend(usefulness(r, config) for r in batch)
             ties.extend(tie_breaker(str(r.get("id")), config.seed) for r in batch)
         assignment = collector.finish()
+        if collector.missing_labels and collector.missing_labels == len(scores):
+            raise BalanceError(f"balance.topic_field '{config.topic_field}': no record has this field "
+                               f"(checked {len(scores)}); is the name right?")
         if collector.missing_labels:
             self._warn(f"{collector.missing_labels} records have no '{config.topic_field}' field; their "
                        f"topic is '{config.missing_topic}'")

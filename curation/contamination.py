@@ -19,12 +19,13 @@ import numpy as np
 import orjson
 
 from curation.minhash import fmix64, normalise_text, word_units, xxh32_ranges
+from curation.steps import StepConfigError
 
 BENCHMARK_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 _MULTIPLIER = np.uint64(0x100000001B3)
 
 
-class BenchmarkFileError(ValueError):
+class BenchmarkFileError(StepConfigError):
     """A benchmark file cannot be read: names the file, the line where known, and why."""
 
 

@@ -37,7 +37,7 @@ from curation.minhash import (
     normalise_text,
     shingle_sets,
 )
-from curation.steps import Batch, Record, Step, StepContext, record_text
+from curation.steps import Batch, Record, Step, StepConfigError, StepContext, record_text
 from schemas.curation import CurationSpec
 from schemas.dedup import ClusterExample, ClusterMember, ContaminationHits, DedupConfig, DedupReport
 from schemas.report import QualityReport
@@ -272,7 +272,7 @@ class DedupStep(Step):
                 sketches = sketch_dataset(path, self.sketcher, self.ctx.work_dir, f"corpus-{number}",
                                           self.spec.batch_size)
             else:
-                raise ValueError(f"--against {path}: neither a dataset file nor a saved dedup index folder "
+                raise StepConfigError(f"--against {path}: neither a dataset file nor a saved dedup index folder "
                                  f"(one holds index.json)")
             lookup = CorpusLookup(sketches, self.report.bands, self.report.rows, self.config.threshold,
                                   self.config.verify, self.config.bucket_pair_limit)

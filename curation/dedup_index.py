@@ -20,13 +20,14 @@ import numpy as np
 import orjson
 
 from curation.minhash import ShingleSets, band_keys, estimated_jaccard, jaccard
+from curation.steps import StepConfigError
 
 INDEX_FORMAT = "assay-dedup-index"
 INDEX_VERSION = 1
 INDEX_MARKER = "index.json"
 
 
-class IndexError_(ValueError):
+class IndexError_(StepConfigError):
     """A saved index cannot be used: missing files, another format, or settings that differ from the run's."""
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.steps import Record, message_text
+from curation.steps import Record, StepConfigError, message_text
 from schemas.report import LengthSection, LengthStats
 
 # Edges 0, 1, then x1.1 up to 10^8 characters: quantiles within 10%, ~200 bins, fixed memory.
@@ -18,7 +18,7 @@ TextMeasure = Callable[[list[str]], list[int]]
 """Maps a batch of message texts to their lengths (characters, tokens, ...)."""
 
 
-class TokenizerLoadError(ValueError):
+class TokenizerLoadError(StepConfigError):
     """The tokenizer named for token lengths could not be loaded."""
 
 

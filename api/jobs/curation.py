@@ -20,6 +20,7 @@ def run_curation_job(ctx: JobContext) -> dict[str, Any]:
     from curation.pipeline import PipelineError, run_pipeline
     from curation.reader import InputFileError
     from curation.report import write_reports
+    from curation.steps import StepConfigError
     from schemas.curation import CurationSpec
 
     params = ctx.params
@@ -41,6 +42,8 @@ def run_curation_job(ctx: JobContext) -> dict[str, Any]:
         report = run_pipeline(spec, input_path, out_dir, progress=on_progress)
     except InputFileError as exc:
         raise JobFailed(str(exc).replace(str(input_path), shown), "invalid_file") from exc
+    except StepConfigError as exc:  # e.g. a PII model that is not installed on this server
+        raise JobFailed(str(exc), "invalid_spec") from exc
     except PipelineError as exc:
         raise JobFailed(str(exc), "pipeline_error") from exc
 

@@ -95,3 +95,19 @@ def test_set_overrides_a_spec_value_and_names_a_wrong_key(tmp_path: Path) -> Non
     assert result.returncode == 2 and "unknown key 'validate.max_lines'" in result.stderr
     result = assay("curate", path, "--out", out, "--set", "novalue", "-q")
     assert result.returncode == 2 and "--set needs SECTION.KEY=VALUE" in result.stderr
+
+
+def test_step_settings_that_cannot_work_are_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({**CHAT, "category": "greeting"}) + "\n")
+    cases = [
+        (["--steps", "validate,dedup", "--against", tmp_path / "missing.jsonl"], "neither a dataset file"),
+        (["--steps", "validate,dedup", "--decontaminate", tmp_path / "nothing"], "no such benchmark file"),
+        (["--steps", "validate,balance", "--topic-field", "topik"], "no record has this field"),
+        (["--steps", "validate,pii", "--set", "pii.model=en_core_web_lg"], "is not installed"),
+    ]
+    for args, message in cases:
+        result = assay("curate", path, "--out", tmp_path / "o", "-q", *args)
+        assert result.returncode == 2, (args, result.stderr[-800:])
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "o" / "curated.jsonl").exists()
