@@ -52,37 +52,41 @@ def open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     return raw, raw
 
 
-def iter_jsonl(stream: IO[bytes], max_line_bytes: int, block_bytes: int = 1 << 22) -> Iterator[tuple[int, bytes, bool]]:
-    """Yield (1-based line number, line without its newline, cut at the size limit?) for every line.
+def iter_jsonl_blocks(stream: IO[bytes], max_line_bytes: int,
+                      block_bytes: int = 1 << 22) -> Iterator[tuple[int, list[bytes], set[int]]]:
+    """Yield (number of the first line, lines without their newline, numbers of lines cut at the size
+    limit) block by block.
 
-    Reads big blocks and splits them, which is several times faster than readline; memory stays
-    within one block plus one line head, however long a line is.
+    Splitting big blocks is several times faster than readline, and memory stays within one block plus
+    one line head however long a line is: a line over the limit keeps only its first `max_line_bytes`.
     """
-    number = 0
+    number = 1
     pending = b""
-    pending_long = False
+    pending_cut = False
     while True:
         block = stream.read(block_bytes)
         if not block:
             break
-        parts = block.split(b"\n")
-        last = parts.pop()
-        if parts:
-            parts[0] = pending + parts[0]
-            first_long = pending_long
-            pending, pending_long = b"", False
-            for i, line in enumerate(parts):
-                number += 1
-                if len(line) > max_line_bytes or (i == 0 and first_long):
-                    yield number, line[:max_line_bytes], True
-                else:
-                    yield number, line, False
-        if not pending_long:
+        lines = block.split(b"\n")
+        last = lines.pop()
+        if lines:
+            lines[0] = pending + lines[0]
+            cut: set[int] = set()
+            if max(map(len, lines)) > max_line_bytes:
+                cut = {number + i for i, line in enumerate(lines) if len(line) > max_line_bytes}
+            if pending_cut:
+                cut.add(number)
+            for n in cut:
+                lines[n - number] = lines[n - number][:max_line_bytes]
+            yield number, lines, cut
+            number += len(lines)
+            pending, pending_cut = b"", False
+        if not pending_cut:
             pending += last
             if len(pending) > max_line_bytes:
-                pending, pending_long = pending[:max_line_bytes], True
-    if pending or pending_long:
-        yield number + 1, pending, pending_long
+                pending, pending_cut = pending[:max_line_bytes], True
+    if pending or pending_cut:
+        yield number, [pending], ({number} if pending_cut else set())
 
 
 def iter_json_array(stream: IO[bytes], path: Path) -> Iterator[tuple[int, Any]]:

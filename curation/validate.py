@@ -24,7 +24,7 @@ from curation.reader import (
     RawLine,
     is_json_array_file,
     iter_json_array,
-    iter_jsonl,
+    iter_jsonl_blocks,
     open_binary,
     sniff_jsonl_container,
 )
@@ -294,19 +294,19 @@ _CHECKS: dict[RecordFormat, Callable[..., RecordError | None]] = {
 
 
 _TOO_LONG = object()  # marks a line cut at the size limit in the parsed stream
-_CHECKED = object()  # marks a line the fast decoder already found valid (nothing parsed to keep)
 
 
-class _FastPart(msgspec.Struct):
+# gc=False: these short-lived structs never form cycles, and untracked allocation is cheaper.
+class _FastPart(msgspec.Struct, gc=False):
     type: str
 
 
-class _FastMessage(msgspec.Struct):
+class _FastMessage(msgspec.Struct, gc=False):
     role: Literal["system", "user", "assistant", "tool"]
     content: str | list[_FastPart]
 
 
-class _FastChat(msgspec.Struct):
+class _FastChat(msgspec.Struct, gc=False):
     messages: list[_FastMessage]
     id: str | int | None = None
 
@@ -321,7 +321,7 @@ def fast_chat_check(require_assistant: bool, seen: set[str] | None) -> Callable[
     decode = msgspec.json.Decoder(_FastChat).decode
     decode_error = msgspec.MsgspecError
 
-    def check(line: bytes) -> bool:
+    def check(line: bytes, str_type: type = str) -> bool:
         try:
             record = decode(line)
         except decode_error:
@@ -332,7 +332,7 @@ def fast_chat_check(require_assistant: bool, seen: set[str] | None) -> Callable[
         has_assistant = False
         for message in messages:
             content = message.content
-            if type(content) is not _STR or not content or content.isspace():
+            if type(content) is not str_type or not content or content.isspace():
                 return False
             if message.role == "assistant":
                 has_assistant = True
@@ -380,6 +380,8 @@ class Validator:
         self._disk: IO[bytes] | None = None
         self._lines_read = 0
         self._fast: Callable[[bytes], bool] | None = None
+        self._fast_valid = 0  # lines the fast check vouched for (counted, not yielded)
+        self._checked_valid = 0
 
     # -- reading and parsing -------------------------------------------------------------------
     def _parsed(self) -> Iterator[Parsed]:
@@ -395,33 +397,44 @@ class Validator:
                     yield None, record, item, item, None
                 return
             first = True
-            for number, line, too_long in iter_jsonl(stream, self.config.max_line_bytes):
-                self._lines_read = number
-                if line.endswith(b"\r"):
-                    warnings["crlf"] += 1
-                    line = line[:-1]
-                if number == 1 and line[:3] == BOM:
-                    warnings["bom"] += 1
-                    line = line[3:]
-                if too_long:
-                    yield number, number, line, _TOO_LONG, RecordError(
-                        code=ErrorCode.line_too_long,
-                        message=f"line is longer than the limit of {self.config.max_line_bytes} bytes")
-                    continue
-                if not line or line.isspace():
-                    warnings["blank_line"] += 1
-                    continue
-                if first:
-                    first = False
-                    sniff_jsonl_container(line, self.path)
-                fast = self._fast
-                if fast is not None and fast(line):
-                    yield number, number, line, _CHECKED, None
-                    continue
-                try:
-                    yield number, number, line, loads(line), None
-                except orjson.JSONDecodeError as exc:
-                    yield number, number, line, None, self._syntax_error(line, exc)
+            for start, lines, cut in iter_jsonl_blocks(stream, self.config.max_line_bytes):
+                # Lines the fast check vouches for are only counted, never yielded: the hot loop
+                # stays inside this block.
+                vouched = 0
+                for number, line in enumerate(lines, start):
+                    if line.endswith(b"\r"):
+                        warnings["crlf"] += 1
+                        line = line[:-1]
+                    if number == 1 and line[:3] == BOM:
+                        warnings["bom"] += 1
+                        line = line[3:]
+                    if cut and number in cut:
+                        self._lines_read, self._fast_valid = number, self._fast_valid + vouched
+                        vouched = 0
+                        yield number, number, line, _TOO_LONG, RecordError(
+                            code=ErrorCode.line_too_long,
+                            message=f"line is longer than the limit of {self.config.max_line_bytes} bytes")
+                        continue
+                    if not line or line.isspace():
+                        warnings["blank_line"] += 1
+                        continue
+                    if first:
+                        first = False
+                        sniff_jsonl_container(line, self.path)
+                    fast = self._fast
+                    if fast is not None and fast(line):
+                        vouched += 1
+                        continue
+                    self._lines_read, self._fast_valid = number, self._fast_valid + vouched
+                    vouched = 0
+                    try:
+                        yield number, number, line, loads(line), None
+                    except orjson.JSONDecodeError as exc:
+                        yield number, number, line, None, self._syntax_error(line, exc)
+                self._lines_read = start + len(lines) - 1
+                self._fast_valid += vouched
+                if self.on_progress is not None:
+                    self.on_progress(self._bytes_read())
         except OSError as exc:  # gzip CRC errors, truncated archives, EIO
             raise InputFileError(f"{self.path}: read error: {exc}") from exc
         finally:
@@ -546,31 +559,24 @@ class Validator:
         if not normalise and fmt is RecordFormat.chat:
             self._fast = fast_chat_check(self._require_assistant,
                                          self._seen_ids if self.config.reject_duplicate_ids else None)
-        on_progress = self.on_progress
         since_flush = 0
         for line, record, raw, obj, error in itertools.chain(head, parsed):
             since_flush += 1
-            if obj is _CHECKED:
-                summary.valid += 1
-            elif error is None:
+            if error is None:
                 error = check(obj)
-            if obj is _CHECKED:
-                pass
-            elif error is None:
+            if error is None:
                 if normalise:
                     rid = obj.get("id")
                     rid = self._derived_id(line, record) if rid is None else str(rid)
                     valid.append(to_chat(obj, fmt, rid))  # type: ignore[arg-type]
                 else:
-                    summary.valid += 1
+                    self._checked_valid += 1
             else:
                 rejected.append(self._reject(line, record, raw, obj, error))
             if since_flush >= batch_size:
                 since_flush = 0
                 yield self._flush(valid, rejected, started)
                 valid, rejected = [], []
-                if on_progress is not None:
-                    on_progress(self._bytes_read())
         if valid or rejected:
             yield self._flush(valid, rejected, started)
         else:
@@ -598,8 +604,8 @@ class Validator:
     def _flush(self, valid: list[dict[str, Any]], rejected: list[Rejected],
                started: float) -> tuple[list[dict[str, Any]], list[Rejected]]:
         summary = self.summary
-        if self.normalise:
-            summary.valid += len(valid)
+        self._checked_valid += len(valid)
+        summary.valid = self._checked_valid + self._fast_valid
         summary.rejected += len(rejected)
         summary.records_read = summary.valid + summary.rejected
         summary.lines_read = self._lines_read
