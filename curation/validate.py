@@ -332,7 +332,7 @@ def fast_chat_check(require_assistant: bool, seen: set[str] | None) -> Callable[
         has_assistant = False
         for message in messages:
             content = message.content
-            if type(content) is not str_type or not content or content.isspace():
+            if type(content) is not str_type or not content or content.isspace():  # type: ignore[union-attr]
                 return False
             if message.role == "assistant":
                 has_assistant = True
