@@ -375,7 +375,8 @@ def _md_cell(text: str) -> str:
 def _summary_line(section: BalanceReport) -> str:
     source = {"field": f"field `{section.topic_field}`",
               "embedding": f"embeddings ({section.model}) + k-means",
-              "tfidf": "TF-IDF (LSA) + k-means"}.get(section.mode, section.mode)
+              "tfidf": "TF-IDF (LSA) + k-means",
+              "hybrid": f"embeddings ({section.model}) and TF-IDF (LSA) + k-means"}.get(section.mode, section.mode)
     k_note = ""
     if section.k_selection is not None and section.k_selection.scores:
         tried = ", ".join(section.k_selection.scores)

