@@ -3,9 +3,10 @@
     HF_HUB_OFFLINE=1 .venv/bin/python bench/topics.py                       # all three parts
     HF_HUB_OFFLINE=1 .venv/bin/python bench/topics.py --parts speed --records 2000   # quick
 
-quality: the 2,383 Auto-J prompts (58 scenario labels + `default`) clustered by embeddings and by TF-IDF,
-k chosen by silhouette and k = 59 (the number of labels); NMI, AMI and purity against the labels, with
-the NMI of the same clusters against shuffled labels as the chance baseline.
+quality: the 2,383 Auto-J prompts (58 scenario labels + `default`) clustered by embeddings (whole text, the
+old default, and opening sentence), TF-IDF (without and with lead weighting) and hybrid (both joined, the
+default), k chosen by silhouette and k = 59 (the number of labels); NMI, AMI and purity against the labels,
+with the NMI of the same clusters against shuffled labels as the chance baseline.
 balance: the same prompts with `topic_field: category` and `max_share: 0.05`, before and after.
 speed: N records (real prompts from the shared instruction files, cycled to reach N) through the real
 pipeline (validate, balance) in field mode (the baseline: reading, validating and spilling, no
@@ -32,7 +33,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from curation.pipeline import run_pipeline  # noqa: E402
-from curation.topics import cluster_topics, encode_texts, load_encoder, lsa_vectors, term_counts  # noqa: E402
+from curation.topics import (  # noqa: E402
+    cluster_topics,
+    embedding_text,
+    encode_texts,
+    load_encoder,
+    term_counts,
+    topic_vectors,
+)
 from schemas.balance import BalanceConfig, BalanceReport  # noqa: E402
 from schemas.curation import CurationSpec  # noqa: E402
 
@@ -66,29 +74,44 @@ def quality() -> None:
     texts = [prompt(r)[:BalanceConfig().max_chars] for r in rows]
     labels = [r["category"] for r in rows]
     shuffled = np.random.default_rng(0).permutation(len(labels))
-    counts, vocabulary = term_counts(texts, len(texts))
-    started = time.perf_counter()
-    vectors = {"embedding": encode_texts(texts, BalanceConfig())}
-    vector_seconds = {"embedding": time.perf_counter() - started}
-    started = time.perf_counter()
-    vectors["tfidf"] = lsa_vectors(counts, 0)
-    vector_seconds["tfidf"] = time.perf_counter() - started
-    print(f"\n## quality: {len(texts)} Auto-J prompts, {len(set(labels))} labels (embedding "
-          f"{len(texts) / vector_seconds['embedding']:.0f} texts/s, load average {os.getloadavg()[0]:.1f})\n")
+    # (row name, settings); "before" rows are the settings shipped before hybrid mode.
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("embedding, whole text (before)", {"mode": "embedding", "embed_text": "all"}),
+        ("embedding, opening sentence", {"mode": "embedding"}),
+        ("tfidf, no lead weight (before)", {"mode": "tfidf", "lead_weight": 0.0}),
+        ("tfidf, lead weight 3", {"mode": "tfidf"}),
+        ("hybrid (default)", {"mode": "hybrid"}),
+    ]
+    embedded: dict[str, tuple[np.ndarray, float]] = {}
+    print(f"\n## quality: {len(texts)} Auto-J prompts, {len(set(labels))} labels, load average "
+          f"{os.getloadavg()[0]:.1f}\n")
     print("| mode | k | NMI | NMI vs shuffled labels | AMI | purity | vectors s | clustering s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for mode in ("embedding", "tfidf"):
+    for name, settings in variants:
+        base = BalanceConfig(**settings)
+        terms = term_counts(texts, len(texts), base.lead_weight, base.lead_words)
+        embeddings, embed_seconds = None, 0.0
+        if base.mode in ("embedding", "hybrid"):
+            if base.embed_text not in embedded:  # each text view is embedded once
+                started = time.perf_counter()
+                vectors = encode_texts([embedding_text(t, base) for t in texts], base)
+                embedded[base.embed_text] = (vectors, time.perf_counter() - started)
+            embeddings, embed_seconds = embedded[base.embed_text]
         for n_topics in (None, len(set(labels))):
-            config = BalanceConfig(mode=mode, n_topics=n_topics)
+            config = base.model_copy(update={"n_topics": n_topics})
             seconds: dict[str, float] = {}
-            found = cluster_topics(vectors[mode], counts, vocabulary, config, mode, seconds)
+            vectors = topic_vectors(config.mode, embeddings, terms, config, seconds)
+            found = cluster_topics(vectors, terms.counts, terms.vocabulary, config, config.mode, seconds)
             k = f"{len(found.topics)} (silhouette)" if n_topics is None else str(n_topics)
-            print(f"| {mode} | {k} | {normalized_mutual_info_score(labels, found.labels):.3f} | "
+            print(f"| {name} | {k} | {normalized_mutual_info_score(labels, found.labels):.3f} | "
                   f"{normalized_mutual_info_score(labels, found.labels[shuffled]):.3f} | "
                   f"{adjusted_mutual_info_score(labels, found.labels):.3f} | {purity(labels, found.labels):.3f} | "
-                  f"{vector_seconds[mode]:.1f} | {seconds['clustering']:.1f} |")
-    example = cluster_topics(vectors["embedding"], counts, vocabulary, BalanceConfig(n_topics=59), "embedding", {})
-    print("\nlargest embedding topics (k = 59): " + "; ".join(
+                  f"{embed_seconds + seconds.get('vectorising', 0.0):.1f} | {seconds['clustering']:.1f} |")
+    config = BalanceConfig(mode="hybrid")
+    terms = term_counts(texts, len(texts), config.lead_weight, config.lead_words)
+    vectors = topic_vectors("hybrid", embedded["first_sentence"][0], terms, config, {})
+    example = cluster_topics(vectors, terms.counts, terms.vocabulary, config, "hybrid", {})
+    print(f"\nlargest hybrid topics (k = {len(example.topics)}): " + "; ".join(
         f"{t.name} ({t.size})" for t in example.topics[:8]))
 
 
@@ -142,7 +165,7 @@ def speed(work: Path, n_records: int) -> None:
     speed_input(source, n_records)
     runs: dict[str, tuple[float, BalanceReport]] = {}
     for mode, settings in (("field", {"topic_field": "source"}), ("tfidf", {"mode": "tfidf"}),
-                           ("embedding", {"mode": "embedding"})):
+                           ("embedding", {"mode": "embedding"}), ("hybrid", {"mode": "hybrid"})):
         spec = CurationSpec.model_validate({"steps": ["validate", "balance"], "validate": {"require_assistant": False},
                                             "balance": {**settings, "max_share": 0.2}})
         started = time.perf_counter()
