@@ -144,7 +144,7 @@ def curate(
     save_index: Annotated[Path | None, typer.Option(help="Save the dedup index (corpus + kept records) here.")] = None,
     topic_field: Annotated[str | None, typer.Option(help="Use this field as the topic label for balancing.")] = None,
     max_share: Annotated[float | None, typer.Option(help="Cap any topic at this share of the output.")] = None,
-    topic_mode: Annotated[str | None, typer.Option(help="Topics from: auto, field, embedding or tfidf.")] = None,
+    topic_mode: Annotated[str | None, typer.Option(help="Topics from: auto, field, embedding, tfidf or hybrid.")] = None,
     topics: Annotated[int | None, typer.Option(help="Number of discovered topics (default: chosen by silhouette).")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (path or hub id) for token-length stats.")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
