@@ -319,7 +319,7 @@ def fast_chat_check(require_assistant: bool, seen: set[str] | None) -> Callable[
     so it can only speed things up, never change a verdict.
     """
     decode = msgspec.json.Decoder(_FastChat).decode
-    decode_error = msgspec.MsgspecError
+    decode_error = (msgspec.MsgspecError, UnicodeDecodeError)  # bad UTF-8 inside a string raises the latter
 
     def check(line: bytes, str_type: type = str) -> bool:
         try:
@@ -368,6 +368,7 @@ class Validator:
     normalise: bool = True
     on_progress: Callable[[int], None] | None = None
     summary: ValidationSummary = field(init=False)
+    block_bytes: int = 1 << 22  # read size; tests make it small to cross block boundaries
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -381,6 +382,7 @@ class Validator:
         self._lines_read = 0
         self._fast: Callable[[bytes], bool] | None = None
         self._fast_valid = 0  # lines the fast check vouched for (counted, not yielded)
+        self._sniffed = False  # the first non-blank line was checked for a pretty-printed container
         self._checked_valid = 0
 
     # -- reading and parsing -------------------------------------------------------------------
@@ -389,50 +391,33 @@ class Validator:
         stream, disk = open_binary(self.path)
         self._disk = disk
         warnings = self._warnings
-        loads = orjson.loads
         try:
             if is_json_array_file(self.path):
                 for record, item in iter_json_array(stream, self.path):
                     self._lines_read = record
                     yield None, record, item, item, None
                 return
-            first = True
-            for start, lines, cut in iter_jsonl_blocks(stream, self.config.max_line_bytes):
-                # Lines the fast check vouches for are only counted, never yielded: the hot loop
-                # stays inside this block.
-                vouched = 0
-                for number, line in enumerate(lines, start):
-                    if line.endswith(b"\r"):
-                        warnings["crlf"] += 1
-                        line = line[:-1]
-                    if number == 1 and line[:3] == BOM:
-                        warnings["bom"] += 1
-                        line = line[3:]
-                    if cut and number in cut:
-                        self._lines_read, self._fast_valid = number, self._fast_valid + vouched
-                        vouched = 0
-                        yield number, number, line, _TOO_LONG, RecordError(
-                            code=ErrorCode.line_too_long,
-                            message=f"line is longer than the limit of {self.config.max_line_bytes} bytes")
-                        continue
-                    if not line or line.isspace():
-                        warnings["blank_line"] += 1
-                        continue
-                    if first:
-                        first = False
-                        sniff_jsonl_container(line, self.path)
-                    fast = self._fast
-                    if fast is not None and fast(line):
-                        vouched += 1
-                        continue
-                    self._lines_read, self._fast_valid = number, self._fast_valid + vouched
-                    vouched = 0
-                    try:
-                        yield number, number, line, loads(line), None
-                    except orjson.JSONDecodeError as exc:
-                        yield number, number, line, None, self._syntax_error(line, exc)
+            for start, lines, cut in iter_jsonl_blocks(stream, self.config.max_line_bytes, self.block_bytes):
+                fast = self._fast
+                if fast is None or cut or not self._sniffed:
+                    for number, line in enumerate(lines, start):
+                        yield from self._line_items(number, line, cut)
+                else:
+                    # The hot loop: lines the fast check vouches for are only counted, never yielded.
+                    vouched = crlf = 0
+                    for number, line in enumerate(lines, start):
+                        if fast(line):
+                            vouched += 1
+                            if line.endswith(b"\r"):
+                                crlf += 1
+                        else:
+                            self._fast_valid += vouched
+                            vouched = 0
+                            yield from self._line_items(number, line, cut)
+                    self._fast_valid += vouched
+                    if crlf:
+                        warnings["crlf"] += crlf
                 self._lines_read = start + len(lines) - 1
-                self._fast_valid += vouched
                 if self.on_progress is not None:
                     self.on_progress(self._bytes_read())
         except OSError as exc:  # gzip CRC errors, truncated archives, EIO
@@ -440,6 +425,32 @@ class Validator:
         finally:
             stream.close()
             disk.close()
+
+    def _line_items(self, number: int, line: bytes, cut: set[int]) -> Iterator[Parsed]:
+        """The one line's record, parsed, unless it is blank; warnings counted on the way."""
+        self._lines_read = number
+        warnings = self._warnings
+        if line.endswith(b"\r"):
+            warnings["crlf"] += 1
+            line = line[:-1]
+        if number == 1 and line[:3] == BOM:
+            warnings["bom"] += 1
+            line = line[3:]
+        if cut and number in cut:
+            yield number, number, line, _TOO_LONG, RecordError(
+                code=ErrorCode.line_too_long,
+                message=f"line is longer than the limit of {self.config.max_line_bytes} bytes")
+            return
+        if not line or line.isspace():
+            warnings["blank_line"] += 1
+            return
+        if not self._sniffed:
+            self._sniffed = True
+            sniff_jsonl_container(line, self.path)
+        try:
+            yield number, number, line, orjson.loads(line), None
+        except orjson.JSONDecodeError as exc:
+            yield number, number, line, None, self._syntax_error(line, exc)
 
     @staticmethod
     def _syntax_error(line: bytes, exc: orjson.JSONDecodeError) -> RecordError:
@@ -619,9 +630,10 @@ class Validator:
 
 def validate_file(path: str | Path, config: ValidateConfig | None = None,
                   rejects: Callable[[Rejected], None] | None = None,
-                  on_progress: Callable[[int], None] | None = None) -> ValidationSummary:
+                  on_progress: Callable[[int], None] | None = None, block_bytes: int = 1 << 22) -> ValidationSummary:
     """Validate a whole file without keeping records; call `rejects` for each rejected line."""
-    validator = Validator(Path(path), config or ValidateConfig(), normalise=False, on_progress=on_progress)
+    validator = Validator(Path(path), config or ValidateConfig(), normalise=False, on_progress=on_progress,
+                          block_bytes=block_bytes)
     # Parsed records are freed at once and form no cycles, so the cyclic collector only costs time here
     # (about a fifth of the run on large files); it is switched back on however the loop ends.
     was_enabled = gc.isenabled()

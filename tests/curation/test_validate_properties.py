@@ -99,8 +99,8 @@ def test_the_fast_instruction_check_accepts_exactly_what_the_pydantic_contract_a
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=st.lists(mutated_line(), min_size=1, max_size=30))
-def test_counting_and_keeping_reach_the_same_verdicts(tmp_path: Path, lines: list[bytes]) -> None:
+@given(lines=st.lists(mutated_line(), min_size=1, max_size=30), block_bytes=st.sampled_from([64, 300, 1 << 22]))
+def test_counting_and_keeping_reach_the_same_verdicts(tmp_path: Path, lines: list[bytes], block_bytes: int) -> None:
     # `assay validate` takes a faster path (typed decoding) than the pipeline; verdicts must not differ.
     from curation.reader import InputFileError
     from curation.validate import validate_file
@@ -108,11 +108,13 @@ def test_counting_and_keeping_reach_the_same_verdicts(tmp_path: Path, lines: lis
     path = tmp_path / "same.jsonl"
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     try:
-        counted = validate_file(path, ValidateConfig(format=None))
+        counted = validate_file(path, ValidateConfig(format=None, detect_records=3), block_bytes=block_bytes)
     except InputFileError:
         return
-    keeping = Validator(path, ValidateConfig(format=None))
+    keeping = Validator(path, ValidateConfig(format=None, detect_records=3))
     kept_errors = [r.error for _, rejected in keeping.batches(5) for r in rejected]
     assert counted.valid == keeping.summary.valid
     assert counted.errors_by_code == keeping.summary.errors_by_code
     assert counted.first_errors == kept_errors[: len(counted.first_errors)]
+    assert (counted.lines_read, counted.blank, counted.warnings) == (
+        keeping.summary.lines_read, keeping.summary.blank, keeping.summary.warnings)
