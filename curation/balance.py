@@ -244,11 +244,16 @@ class BalanceStep(Step):
         spill = self.ctx.spill("balance")
         collector = TopicCollector(config, self.ctx.spill("balance-text"))
         scores, ties = array("d"), array("Q")
-        for batch in batches:
-            spill.write(batch)
-            collector.add(batch)
-            scores.extend(usefulness(r, config) for r in batch)
-            ties.extend(tie_breaker(str(r.get("id")), config.seed) for r in batch)
+        def features(records: Batch) -> tuple[list[float], list[int]]:
+            return ([usefulness(r, config) for r in records],
+                    [tie_breaker(str(r.get("id")), config.seed) for r in records])
+
+        for whole in batches:
+            for batch, (useful, tie) in self.processable(whole, features):
+                spill.write(batch)
+                collector.add(batch)
+                scores.extend(useful)
+                ties.extend(tie)
         assignment = collector.finish()
         if collector.missing_labels and collector.missing_labels == len(scores):
             raise BalanceError(f"balance.topic_field '{config.topic_field}': no record has this field "

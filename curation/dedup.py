@@ -37,7 +37,7 @@ from curation.minhash import (
     normalise_text,
     shingle_sets,
 )
-from curation.steps import Batch, Record, Step, StepConfigError, StepContext, record_text
+from curation.steps import Batch, Record, SpillFile, Step, StepConfigError, StepContext, record_text
 from schemas.curation import CurationSpec
 from schemas.dedup import ClusterExample, ClusterMember, ContaminationHits, DedupConfig, DedupReport
 from schemas.report import QualityReport
@@ -289,6 +289,17 @@ class DedupStep(Step):
             self.report.seconds_contamination += time.perf_counter() - started
 
     # -- pass 1: sketch everything, flag contamination and corpus duplicates ----------------------
+    def _absorb(self, batch: Batch, texts: list[str], exact: np.ndarray, signatures: np.ndarray, sets: Any,
+                spill: SpillFile, store: SketchStore, lengths: list[int], scores: list[float],
+                flags: dict[int, _Flag]) -> None:
+        """Record one sketched batch: park its records, flag corpus/benchmark hits, keep its sketches."""
+        spill.write(batch)
+        ids = [str(r.get("id")) for r in batch]
+        self._flag(texts, ids, exact, signatures, sets, len(lengths), flags)
+        store.add(ids, exact, signatures, sets)
+        lengths.extend(len(t) for t in texts)
+        scores.extend(_score(r, self.config.keep_field) for r in batch)
+
     def _flag(self, texts: list[str], ids: list[str], exact: np.ndarray, signatures: np.ndarray,
               sets: ShingleSets, offset: int, flags: dict[int, _Flag]) -> None:
         if self._contamination is not None:
@@ -312,18 +323,18 @@ class DedupStep(Step):
         scores: list[float] = []
         flags: dict[int, _Flag] = {}
         sketch_seconds = 0.0
-        for batch in batches:
-            spill.write(batch)
-            texts = [dedup_text(r, self.config) for r in batch]
-            ids = [str(r.get("id")) for r in batch]
+        def sketch(records: Batch) -> tuple[list[str], Any]:
+            texts = [dedup_text(r, self.config) for r in records]
+            return texts, self.sketcher.sketch(texts)
+
+        for whole in batches:
             started = time.perf_counter()
-            exact, signatures, sets = self.sketcher.sketch(texts)
+            pairs = self.processable(whole, sketch)
             sketch_seconds += time.perf_counter() - started
-            self._flag(texts, ids, exact, signatures, sets, len(lengths), flags)
-            store.add(ids, exact, signatures, sets)
-            lengths.extend(len(t) for t in texts)
-            scores.extend(_score(r, self.config.keep_field) for r in batch)
+            for batch, (texts, (exact, signatures, sets)) in pairs:
+                self._absorb(batch, texts, exact, signatures, sets, spill, store, lengths, scores, flags)
         sketches = store.finish()
+
         self.report.seconds_signatures = round(sketch_seconds, 3)
 
         eligible = np.ones(len(sketches), dtype=bool)

@@ -218,7 +218,8 @@ class PiiStep(Step):
     def run(self, batches: Iterator[Batch]) -> Iterator[Batch]:
         for batch in batches:
             started = time.perf_counter()
-            kept = [o.record for o in self._process(batch) if self._account(o)]
+            outcomes = [o for _, chunk in self.processable(batch, self._process) for o in chunk]
+            kept = [o.record for o in outcomes if self._account(o)]
             self.report.seconds += time.perf_counter() - started
             yield kept
 

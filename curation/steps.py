@@ -8,12 +8,15 @@ pipeline checks that records in = records out + records dropped for every step.
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
+import traceback
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
@@ -22,6 +25,8 @@ from schemas.report import QualityReport
 
 Record = dict[str, Any]
 Batch = list[Record]
+T = TypeVar("T")
+log = logging.getLogger("assay.curation")
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -141,6 +146,40 @@ class Step(ABC):
 
     def drop(self, record: Record, reason: str, message: str = "", **details: Any) -> None:
         self.ctx.drop(record, self.name, reason, message, **details)
+
+    def processable(self, batch: Batch, process: Callable[[Batch], T]) -> list[tuple[Batch, T]]:
+        """Run `process` on the batch; if it raises, run it record by record and drop the records it
+        fails on (reason `step_error`), so one bad record costs itself, not the run.
+
+        Returns (records, result) pairs to commit: normally one pair for the whole batch. The drop
+        names the exception's type and where it was raised, never its text, which may quote the data.
+        `StepConfigError` is not a per-record failure and propagates.
+        """
+        try:
+            return [(batch, process(batch))]
+        except StepConfigError:
+            raise
+        except Exception:
+            if len(batch) == 1:
+                self._drop_failed(batch[0], *sys.exc_info()[1:2])
+                return []
+        pairs = []
+        for record in batch:
+            try:
+                pairs.append(([record], process([record])))
+            except StepConfigError:
+                raise
+            except Exception as exc:
+                self._drop_failed(record, exc)
+        return pairs
+
+    def _drop_failed(self, record: Record, exc: BaseException | None) -> None:
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc is not None and exc.__traceback__ else None
+        where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "unknown"
+        name = type(exc).__name__
+        log.warning("step %s failed on record %s: %s at %s", self.name, record.get("id"), name, where)
+        self.drop(record, "step_error", f"the {self.name} step failed on this record ({name} at {where})",
+                  error=name, where=where)
 
     def fill_report(self, report: QualityReport) -> None:  # noqa: B027 - optional hook
         """Write this step's section into the report (after `run` is exhausted)."""
