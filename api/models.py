@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.curation import CurationSpec
 from schemas.validation import ValidationSummary
@@ -57,11 +57,25 @@ class FileDeleted(BaseModel):
     deleted: bool
 
 
+SERVER_PATH_SETTINGS = ("dedup.against", "dedup.decontaminate", "dedup.save_index", "report.tokenizer")
+"""Spec settings that name files on the machine running the pipeline: fine on the CLI, never over HTTP
+(a client could read or overwrite any folder the server can)."""
+
+
 class CreateCurationJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     file_id: str = Field(..., min_length=1, max_length=64, description="An uploaded dataset file.")
     spec: CurationSpec = Field(default_factory=lambda: CurationSpec.model_validate({}), description="Steps and their parameters.")
+
+    @field_validator("spec")
+    @classmethod
+    def _no_server_paths(cls, spec: CurationSpec) -> CurationSpec:
+        for dotted in SERVER_PATH_SETTINGS:
+            section, key = dotted.split(".")
+            if getattr(getattr(spec, section), key):
+                raise ValueError(f"spec.{dotted} names a path on the server and is not accepted over the API")
+        return spec
 
 
 class JobError(BaseModel):

@@ -95,6 +95,7 @@ class Sketcher:
 
     @staticmethod
     def _exact(normalised: list[str]) -> np.ndarray:
+        # Keep in step with EMPTY_TEXT_HASH below.
         return np.fromiter((xxhash.xxh3_64_intdigest(t.encode("utf-8", "surrogatepass")) for t in normalised),
                            dtype=np.uint64, count=len(normalised))
 
@@ -109,6 +110,10 @@ class Sketcher:
             normalised = [normalise_text(t, n.nfkc, n.casefold, True, n.strip_punctuation) for t in texts]
         sets = shingle_sets(normalised, self.config.shingle, self.config.ngram)
         return exact, self.hasher.signatures(sets), sets
+
+
+EMPTY_TEXT_HASH = np.uint64(xxhash.xxh3_64_intdigest(b""))
+"""The exact hash of an empty normalised text (never an exact duplicate of anything)."""
 
 
 def sketch_dataset(path: Path, sketcher: Sketcher, work_dir: Path, name: str, batch_size: int) -> Sketches:
@@ -161,7 +166,9 @@ def cluster_duplicates(sketches: Sketches, eligible: np.ndarray, lengths: np.nda
     result = Clusters(np.zeros(n, np.int8), np.full(n, -1, np.int64), np.zeros(n, np.float32),
                       np.full(n, -1, np.int64))
     union = UnionFind(n)
-    members = np.flatnonzero(eligible)
+    # An empty compared text (no turn of the chosen roles, or only punctuation when that is stripped)
+    # says nothing about duplication.
+    members = np.flatnonzero(eligible & (sketches.exact != EMPTY_TEXT_HASH))
     if config.exact and len(members):
         order = members[np.argsort(sketches.exact[members], kind="stable")]
         new_group = np.concatenate(([True], sketches.exact[order[1:]] != sketches.exact[order[:-1]]))

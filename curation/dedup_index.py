@@ -85,6 +85,10 @@ class SketchStore:
 def save_index(folder: str | Path, parts: Sequence[tuple[Sketches, np.ndarray]], settings: dict[str, Any]) -> int:
     """Write the chosen rows of each part as one index folder (atomically replaced); returns its size."""
     target = Path(folder)
+    if target.exists() and not (target / INDEX_MARKER).is_file():
+        # Only ever replace an earlier index, never a folder that holds something else.
+        raise IndexError_(f"dedup.save_index {target}: exists and is not a saved dedup index (no "
+                          f"{INDEX_MARKER}); choose a new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:

@@ -89,8 +89,13 @@ def text_slots(record: Record, config: PiiConfig) -> list[TextSlot]:
             slots.append(TextSlot(("messages", i, "content"), role, policy))
         elif isinstance(content, list):
             for j, part in enumerate(content):
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                if not isinstance(part, dict):
+                    continue
+                # The same key message_text reads: OpenAI's `text`, else LLaMA-Factory's `value`.
+                if isinstance(part.get("text"), str):
                     slots.append(TextSlot(("messages", i, "content", j, "text"), role, policy))
+                elif isinstance(part.get("value"), str) and part.get("type", "text") == "text":
+                    slots.append(TextSlot(("messages", i, "content", j, "value"), role, policy))
     for dotted in config.extra_fields:
         for path in _field_paths(record, dotted.split(".")):
             slots.append(TextSlot(path, f"field:{dotted}", config.default_policy))
@@ -161,6 +166,17 @@ def _merge_redactions(first: Redaction, second: Redaction) -> Redaction:
         if not any(s < end + shift and start + shift < e for s, e in second.replaced):
             replaced.append((start + shift, end + shift))
     return Redaction(second.text, first.detections + second.detections, sorted(replaced))
+
+
+def _blank_strings(value: Any) -> Any:
+    """Every string replaced by a note of its length: what cannot be scanned is not written."""
+    if isinstance(value, str):
+        return f"<unscanned text, {len(value)} characters>"
+    if isinstance(value, list):
+        return [_blank_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: (v if k in ("id", "role", "type") else _blank_strings(v)) for k, v in value.items()}
+    return value
 
 
 def scrub_value(engine: PiiEngine, value: Any) -> tuple[Any, int]:
@@ -291,15 +307,24 @@ class PiiStep(Step):
         own = steps.index(self.name) if self.name in steps else len(steps)
         for entry in entries:
             step = entry.get("step")
-            if step == self.name or (step in steps and steps.index(step) > own):
+            # Records this step (or a later one) passed on are redacted already; a record this step
+            # failed on (`step_error`) never was.
+            already = step == self.name or (step in steps and steps.index(step) > own)
+            if already and not (step == self.name and entry.get("reason") == "step_error"):
                 continue
             hits = 0
-            if isinstance(entry.get("record"), dict):
-                entry["record"], n = scrub_value(self.engine, entry["record"])
-                hits += n
-            if isinstance(entry.get("raw"), str):
-                entry["raw"], n = self._scrub_raw(entry["raw"])
-                hits += n
+            try:
+                if isinstance(entry.get("record"), dict):
+                    entry["record"], n = scrub_value(self.engine, entry["record"])
+                    hits += n
+                if isinstance(entry.get("raw"), str):
+                    entry["raw"], n = self._scrub_raw(entry["raw"])
+                    hits += n
+            except Exception:  # the text the analyzer cannot read (e.g. over spaCy's length limit)
+                for key in ("record", "raw"):
+                    if key in entry:
+                        entry[key] = _blank_strings(entry[key])
+                hits += 1
             if hits:
                 self.report.rejects_scrubbed += 1
 

@@ -382,7 +382,8 @@ class Validator:
         self._lines_read = 0
         self._fast: Callable[[bytes], bool] | None = None
         self._fast_valid = 0  # lines the fast check vouched for (counted, not yielded)
-        self._sniffed = False  # the first non-blank line was checked for a pretty-printed container
+        self._sniffed = False
+        self._derived: set[str] = set()  # ids generated for records without one  # the first non-blank line was checked for a pretty-printed container
         self._checked_valid = 0
 
     # -- reading and parsing -------------------------------------------------------------------
@@ -575,14 +576,13 @@ class Validator:
             since_flush += 1
             if error is None:
                 error = check(obj)
-            if error is None:
-                if normalise:
-                    rid = obj.get("id")
-                    rid = self._derived_id(line, record) if rid is None else str(rid)
+            if error is None and normalise:
+                rid, error = self._unique_id(obj, line, record)
+                if error is None:
                     valid.append(to_chat(obj, fmt, rid))  # type: ignore[arg-type]
-                else:
-                    self._checked_valid += 1
-            else:
+            elif error is None:
+                self._checked_valid += 1
+            if error is not None:
                 rejected.append(self._reject(line, record, raw, obj, error))
             if since_flush >= batch_size:
                 since_flush = 0
@@ -592,6 +592,24 @@ class Validator:
             yield self._flush(valid, rejected, started)
         else:
             self._flush(valid, rejected, started)
+
+    def _unique_id(self, obj: dict[str, Any], line: int | None, record: int) -> tuple[str, RecordError | None]:
+        """The record's id: its own, or one derived from file and line that no other record uses.
+        Later steps cite ids (`duplicate_of`), so kept records must never share one."""
+        given = obj.get("id")
+        if given is not None:
+            key = str(given)
+            if key in self._derived:
+                return key, _err(ErrorCode.duplicate_id,
+                                 f"id '{key[:80]}' is the id Assay gave an earlier record without one", "id")
+            return key, None
+        rid = base = self._derived_id(line, record)
+        n = 1
+        while rid in self._seen_ids or rid in self._derived:
+            n += 1
+            rid = f"{base}~{n}"
+        self._derived.add(rid)
+        return rid, None
 
     def _bytes_read(self) -> int:
         disk = self._disk

@@ -317,3 +317,21 @@ def test_exact_hashes_differ_for_different_texts():
 
     exact = Sketcher(DedupConfig()).exact_hashes(["a b", "a  B", "a c"])
     assert exact[0] == exact[1] != exact[2] and exact.dtype == np.uint64
+
+
+def test_records_with_nothing_to_compare_are_not_duplicates_of_each_other(tmp_path):
+    records = [chat(f"r{i}", f"distinct question number {i} about {w}", "fine") for i, w in
+               enumerate(["maps", "birds", "tea", "glass"])]
+    _, kept, rejected = curate(tmp_path, records, roles=["system"])  # no record has a system turn
+    assert kept == ["r0", "r1", "r2", "r3"] and not rejected
+
+
+def test_saving_the_index_never_replaces_a_folder_that_is_not_an_index(tmp_path):
+    from curation.steps import StepConfigError
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("important")
+    with pytest.raises(StepConfigError, match="not a saved dedup index"):
+        curate(tmp_path, [chat("a", "one question here", "an answer")], save_index=str(victim))
+    assert (victim / "keep.txt").read_text() == "important"

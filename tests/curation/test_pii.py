@@ -245,3 +245,32 @@ def test_no_planted_email_or_card_from_the_bundled_sample_survives_curation(tmp_
                       for name in ("curated.jsonl", "rejected.jsonl", "report.json", "report.md", "report.html"))
     leaked = sorted(s for s in secrets if s in outputs)
     assert not leaked, f"{len(leaked)} planted values leaked"
+
+
+def test_llamafactory_value_parts_are_redacted(tmp_path: Path) -> None:
+    record = {"id": "v", "messages": [
+        {"role": "user", "content": [{"type": "text", "value": "My email is john.doe@example.com, card 4111 1111 1111 1111"}]},
+        {"role": "assistant", "content": "ok"}]}
+    source = tmp_path / "v.jsonl"
+    source.write_text(json.dumps(record) + "\n")
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {"nlp_engine": "patterns", "workers": 1}})
+    run_pipeline(spec, source, tmp_path / "out")
+    curated = (tmp_path / "out" / "curated.jsonl").read_text()
+    assert "john.doe@example.com" not in curated and "4111 1111 1111 1111" not in curated
+    assert "<EMAIL_ADDRESS>" in curated
+
+
+def test_a_record_the_pii_step_fails_on_is_dropped_and_still_scrubbed(tmp_path: Path) -> None:
+    # spaCy refuses texts over nlp.max_length (1,000,000 characters): the record fails, alone.
+    huge = "Contact me at john.doe@example.com please. " + "word " * 200_001
+    records = [chat("huge", ("user", huge), ("assistant", "ok")), chat("small", ("user", "hello"), ("assistant", "hi"))]
+    source = tmp_path / "h.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {"workers": 1},
+                                        "validate": {"max_line_bytes": 4_000_000}})
+    report = run_pipeline(spec, source, tmp_path / "out")
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejected] == [("huge", "step_error")]
+    assert report.records_out == 1
+    for name in ("rejected.jsonl", "report.json", "report.md", "report.html"):
+        assert "john.doe@example.com" not in (tmp_path / "out" / name).read_text(), name

@@ -239,3 +239,14 @@ def test_the_real_file_with_a_trailing_blank_line_validates_with_a_warning(exter
 def test_the_shared_instruction_datasets_validate_cleanly(external_data: Path, name: str) -> None:
     summary = validate_file(external_data / "instructions" / name)
     assert summary.rejected == 0 and summary.valid > 100, summary.first_errors[:3]
+
+
+def test_generated_ids_never_collide_with_given_ones(tmp_path: Path) -> None:
+    path = write_lines(tmp_path, [json.dumps({**CHAT, "id": "data-L2"}), json.dumps(CHAT),
+                                  json.dumps({**CHAT, "id": "data-L4"}), json.dumps(CHAT)], "data.jsonl")
+    valid, rejected, _ = run(path)
+    assert [r["id"] for r in valid] == ["data-L2", "data-L2~2", "data-L4", "data-L4~2"]
+    later = write_lines(tmp_path, [json.dumps(CHAT), json.dumps({**CHAT, "id": "late-L1"})], "late.jsonl")
+    valid, rejected, _ = run(later)
+    assert [r["id"] for r in valid] == ["late-L1"]
+    assert rejected[0].error.code is ErrorCode.duplicate_id and rejected[0].error.line == 2
