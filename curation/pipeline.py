@@ -25,6 +25,9 @@ from schemas.curation import CurationSpec
 from schemas.report import DropExample, QualityReport, StepFunnel
 
 OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "report.json", "report.html", "report.md")
+STEP_OUTPUT_FILES = ("topics.json",)
+"""Files steps may add; one left by an earlier run that this run did not write is removed, so the
+folder never mixes two runs."""
 EXAMPLES_PER_REASON = 3
 PREVIEW_CHARS = 240
 
@@ -91,8 +94,12 @@ class Pipeline:
             report = self._run(work, started)
             for name in OUTPUT_FILES:  # publish only a complete run
                 os.replace(work / name, self.out_dir / name)
+            produced = set()
             for path in (work / "extra").iterdir():  # step outputs such as topics.json
                 os.replace(path, self.out_dir / path.name)
+                produced.add(path.name)
+            for name in set(STEP_OUTPUT_FILES) - produced:
+                (self.out_dir / name).unlink(missing_ok=True)
             return report
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -286,3 +286,19 @@ def test_write_reports_writes_json_markdown_and_html(run: tuple[QualityReport, P
     write_reports(run[0], tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json", "report.md"]
     assert json.loads((tmp_path / "report.json").read_text())["records_out"] == VALID
+
+
+def test_a_rerun_without_a_step_leaves_none_of_its_old_outputs(tmp_path: Path) -> None:
+    from curation.pipeline import run_pipeline
+    from schemas.curation import CurationSpec
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": str(i), "category": "c" if i % 2 else "d", "messages": [
+        {"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": "answer"}]}) + "\n"
+        for i in range(6)))
+    out = tmp_path / "out"
+    run_pipeline(CurationSpec.model_validate({"steps": ["validate", "balance"], "balance": {"topic_field": "category"}}),
+                 source, out)
+    assert (out / "topics.json").is_file()
+    run_pipeline(CurationSpec(steps=["validate"]), source, out)
+    assert not (out / "topics.json").exists() and (out / "curated.jsonl").is_file()
