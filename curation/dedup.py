@@ -26,6 +26,7 @@ from curation.dedup_index import (
     save_index,
 )
 from curation.minhash import (
+    KeyedUnionFind,
     MinHasher,
     ShingleSets,
     UnionFind,
@@ -64,6 +65,21 @@ def dedup_text(record: Record, config: DedupConfig) -> str:
     text = record_text(record, tuple(config.roles) if config.roles is not None else None)
     extra = [record[f] for f in config.fields if isinstance(record.get(f), str)]
     return "\n\n".join([text, *extra]) if extra else text
+
+
+def conflict_keys(records: Sequence[Record], config: DedupConfig) -> np.ndarray:
+    """Per record, a hash of each `conflict_fields` value after normalisation; 0 where it is missing."""
+    keys = np.zeros((len(records), len(config.conflict_fields)), dtype=np.uint64)
+    n = config.normalize
+    for row, record in enumerate(records):
+        for col, name in enumerate(config.conflict_fields):
+            value = record.get(name)
+            if value is None or isinstance(value, (dict, list)):
+                continue
+            text = normalise_text(str(value), n.nfkc, n.casefold, True, n.strip_punctuation).strip()
+            if text:
+                keys[row, col] = xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogatepass")) or 1
+    return keys
 
 
 def preview(text: str) -> str:
@@ -146,6 +162,7 @@ class Clusters:
     candidate_pairs: int = 0
     verified_pairs: int = 0
     false_positive_pairs: int = 0
+    conflicting_pairs: int = 0
     seconds_lsh: float = 0.0
     seconds_verification: float = 0.0
 
@@ -160,12 +177,15 @@ def _ranking_scores(lengths: np.ndarray, scores: np.ndarray, config: DedupConfig
 
 
 def cluster_duplicates(sketches: Sketches, eligible: np.ndarray, lengths: np.ndarray, scores: np.ndarray,
-                       config: DedupConfig) -> Clusters:
-    """Exact groups and verified near-duplicate pairs, joined by union-find; one record kept per cluster."""
+                       config: DedupConfig, keys: np.ndarray | None = None) -> Clusters:
+    """Exact groups and verified near-duplicate pairs, joined by union-find; one record kept per cluster.
+
+    `keys` (see conflict_keys) keeps records with different conflict-field values out of one cluster.
+    """
     n = len(sketches)
     result = Clusters(np.zeros(n, np.int8), np.full(n, -1, np.int64), np.zeros(n, np.float32),
                       np.full(n, -1, np.int64))
-    union = UnionFind(n)
+    union = KeyedUnionFind(keys) if keys is not None and keys.shape[1] else UnionFind(n)
     # An empty compared text (no turn of the chosen roles, or only punctuation when that is stripped)
     # says nothing about duplication.
     members = np.flatnonzero(eligible & (sketches.exact != EMPTY_TEXT_HASH))
@@ -174,9 +194,13 @@ def cluster_duplicates(sketches: Sketches, eligible: np.ndarray, lengths: np.nda
         new_group = np.concatenate(([True], sketches.exact[order[1:]] != sketches.exact[order[:-1]]))
         firsts = order[new_group]  # the earliest record of each exact group (the sort is stable)
         repeats = ~new_group
+        apart: list[int] = []  # exact copies whose conflict fields differ from their group's first
         for i, j in zip(firsts[np.cumsum(new_group) - 1][repeats].tolist(), order[repeats].tolist(), strict=True):
-            union.union(i, j)
-        members = np.sort(firsts)  # one record per exact group goes on to the near search
+            if not union.union(i, j):
+                result.conflicting_pairs += 1
+                apart.append(j)
+        # one record per exact group goes on to the near search, with the copies that could not join it
+        members = np.sort(np.concatenate([firsts, np.asarray(apart, dtype=firsts.dtype)]))
     if config.near and len(members):
         _link_near_duplicates(sketches, members[sketches.sets.sizes()[members] > 0], config, union, result)
     _choose_representatives(sketches, union.roots(), _ranking_scores(lengths, scores, config), config, result)
@@ -198,7 +222,8 @@ def _link_near_duplicates(sketches: Sketches, members: np.ndarray, config: Dedup
             result.false_positive_pairs += 1
             continue
         result.verified_pairs += 1
-        union.union(i, j)
+        if not union.union(i, j):
+            result.conflicting_pairs += 1
     result.seconds_verification = time.perf_counter() - checked if config.verify else 0.0
 
 
@@ -329,6 +354,7 @@ class DedupStep(Step):
         lengths: list[int] = []
         scores: list[float] = []
         flags: dict[int, _Flag] = {}
+        keys: list[np.ndarray] = []
         sketch_seconds = 0.0
         def sketch(records: Batch) -> tuple[list[str], Any]:
             texts = [dedup_text(r, self.config) for r in records]
@@ -340,6 +366,7 @@ class DedupStep(Step):
             sketch_seconds += time.perf_counter() - started
             for batch, (texts, (exact, signatures, sets)) in pairs:
                 self._absorb(batch, texts, exact, signatures, sets, spill, store, lengths, scores, flags)
+                keys.append(conflict_keys(batch, self.config))
         sketches = store.finish()
 
         self.report.seconds_signatures = round(sketch_seconds, 3)
@@ -347,7 +374,8 @@ class DedupStep(Step):
         eligible = np.ones(len(sketches), dtype=bool)
         eligible[list(flags)] = False
         clusters = cluster_duplicates(sketches, eligible, np.asarray(lengths, np.int64),
-                                      np.asarray(scores, np.float64), self.config)
+                                      np.asarray(scores, np.float64), self.config,
+                                      np.concatenate(keys) if keys else None)
         for i, flag in flags.items():
             clusters.status[i] = flag.status
         self._summarise(clusters, flags)
@@ -400,6 +428,7 @@ class DedupStep(Step):
         r.contaminated = int(np.count_nonzero(status == _CONTAMINATED))
         r.candidate_pairs, r.verified_pairs = clusters.candidate_pairs, clusters.verified_pairs
         r.false_positive_pairs = clusters.false_positive_pairs
+        r.conflicting_pairs = clusters.conflicting_pairs
         r.chained_removals = int(np.count_nonzero((status == _NEAR) & (clusters.similarity < self.config.threshold)))
         r.seconds_lsh = round(clusters.seconds_lsh, 3)
         r.seconds_verification = round(clusters.seconds_verification, 3)
@@ -481,6 +510,7 @@ def _summary_rows(section: DedupReport) -> list[tuple[str, Any]]:
         ("LSH candidate pairs", section.candidate_pairs), ("verified pairs", section.verified_pairs),
         ("LSH false positives discarded", section.false_positive_pairs),
         ("removed through a chain (similarity to kept below threshold)", section.chained_removals),
+        ("pairs kept apart by conflict fields", section.conflicting_pairs),
         ("seconds: signatures / LSH / verification / contamination",
          f"{section.seconds_signatures} / {section.seconds_lsh} / {section.seconds_verification} / "
          f"{round(section.seconds_contamination, 3)}"),

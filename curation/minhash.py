@@ -416,10 +416,12 @@ class UnionFind:
             i = int(parent[i])
         return i
 
-    def union(self, i: int, j: int) -> None:
+    def union(self, i: int, j: int) -> bool:
+        """Join the sets of i and j; False when they could not be joined (see KeyedUnionFind)."""
         ri, rj = self.find(i), self.find(j)
         if ri != rj:
             self.parent[max(ri, rj)] = min(ri, rj)
+        return True
 
     def roots(self) -> np.ndarray:
         """Root of every element, by pointer jumping over the whole array at once."""
@@ -429,3 +431,28 @@ class UnionFind:
             if np.array_equal(grand, parent):
                 return parent
             parent = grand
+
+
+class KeyedUnionFind(UnionFind):
+    """Disjoint sets that never join members with different keys: a cannot-link constraint.
+
+    Row i of `keys` holds element i's key hashes, one column per field, 0 where the value is missing. A
+    set takes the known value of each field from its members; two sets join only when no field has two
+    different known values, so no chain of merges can put conflicting elements together.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        super().__init__(len(keys))
+        self.keys = np.array(keys, dtype=np.uint64, copy=True)
+
+    def union(self, i: int, j: int) -> bool:
+        ri, rj = self.find(i), self.find(j)
+        if ri == rj:
+            return True
+        a, b = self.keys[ri], self.keys[rj]
+        if np.any((a != 0) & (b != 0) & (a != b)):
+            return False
+        root, child = min(ri, rj), max(ri, rj)
+        self.parent[child] = root
+        self.keys[root] = np.where(self.keys[root] != 0, self.keys[root], self.keys[child])
+        return True

@@ -29,6 +29,11 @@ class DedupConfig(BaseModel):
         default=None, description="Roles whose turns make up the compared text; None means every turn.")
     fields: list[str] = Field(
         default_factory=list, description="Extra top-level string fields appended to the compared text.")
+    conflict_fields: list[str] = Field(
+        default_factory=list,
+        description="Top-level fields that tell records apart: two records whose values differ in any of them "
+                    "(both present, compared after `normalize`) are never duplicates, nor joined through a "
+                    "third record (e.g. year, volume, language). Applies within the run, not against a corpus.")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     shingle: Literal["word", "char"] = Field(
         default="word", description="Shingle unit: word n-grams, or character n-grams for short records (titles).")
@@ -132,6 +137,8 @@ class DedupReport(BaseModel):
     candidate_pairs: int = 0
     verified_pairs: int = 0
     false_positive_pairs: int = Field(default=0, description="LSH candidate pairs below the threshold, discarded.")
+    conflicting_pairs: int = Field(
+        default=0, description="Duplicate pairs not joined because their `conflict_fields` values differ.")
     chained_removals: int = Field(
         default=0, description="Removed records whose similarity to the kept one is below the threshold (linked "
                        "through another member of their cluster).")

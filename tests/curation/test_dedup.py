@@ -165,6 +165,26 @@ def test_character_shingles_find_near_duplicate_titles(tmp_path):
     assert rejected["t2"]["reason"] == "near_duplicate"
 
 
+def test_conflict_fields_keep_apart_records_whose_values_differ(tmp_path):
+    rng = random.Random(5)
+    body = random_text(rng, 120)
+    records = [chat("y2009", "Summarise", body, year=2009),
+               chat("y2010", "Summarise", edited(rng, body, 2), year="2010"),
+               chat("unknown", "Summarise", edited(rng, body, 2)),
+               chat("copy2010", "Summarise", body, year=" 2010 "),
+               chat("copy2009", "Summarise", body, year=2009)]
+    report, kept, rejected = curate(tmp_path, records, conflict_fields=["year"], threshold=0.7)
+    # one record per year stays; the record without a year joins one of them, never bridging both
+    assert kept == ["y2009", "y2010"]
+    assert rejected["copy2009"]["reason"] == "exact_duplicate"
+    assert rejected["copy2009"]["details"]["duplicate_of"] == "y2009"
+    assert rejected["copy2010"]["details"]["duplicate_of"] == "y2010"
+    assert rejected["unknown"]["details"]["duplicate_of"] in {"y2009", "y2010"}
+    assert report.dedup is not None and report.dedup.conflicting_pairs >= 1
+    _, kept, _ = curate(tmp_path, records, name="plain", threshold=0.7)
+    assert kept == ["y2009"]
+
+
 # ---------------------------------------------------------------- against a corpus
 
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation.minhash import (
+    KeyedUnionFind,
     MinHasher,
     UnionFind,
     band_keys,
@@ -143,6 +144,15 @@ def test_union_find_joins_chains_and_roots_are_smallest_members():
     for i, j in [(5, 3), (3, 1), (6, 4)]:
         union.union(i, j)
     assert union.roots().tolist() == [0, 1, 2, 1, 4, 1, 4]
+
+
+def test_keyed_union_find_never_chains_members_with_different_keys():
+    # keys: one field; 0 = unknown. 1 and 2 bridge nothing even through the unknown element 0.
+    union = KeyedUnionFind(np.array([[0], [7], [9], [7]], dtype=np.uint64))
+    assert union.union(0, 1)
+    assert not union.union(0, 2)  # 0's set now knows the key 7
+    assert union.union(3, 0)
+    assert union.roots().tolist() == [0, 0, 2, 0]
 
 
 def test_jaccard_is_exact_on_hashed_sets():
