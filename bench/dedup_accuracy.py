@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.dedup import Sketcher, cluster_duplicates  # noqa: E402
+from curation.dedup import Sketcher, cluster_duplicates, conflict_keys  # noqa: E402
 from curation.dedup_index import CorpusLookup, Sketches, SketchStore  # noqa: E402
 from curation.minhash import jaccard, lsh_bands  # noqa: E402
 from schemas.dedup import DedupConfig  # noqa: E402
@@ -97,41 +98,81 @@ def _surnames(authors: str) -> str:
     return " ".join(a.split(",")[0].strip() for a in authors.split(" and "))
 
 
-def bib_records(name: str, surnames: bool = False) -> tuple[list[str], list[str], list[list[str]]]:
-    """Record ids, texts (title, authors or their surnames, year, journal) and the true clusters."""
+_JOURNAL_STOPWORDS = {"of", "the", "and", "for", "in", "on", "part", "a"}
+
+
+def _journal_initials(journal: str) -> str:
+    """'New England Journal of Medicine' and 'N Engl J Med' both become 'nejm'."""
+    return "".join(w[0] for w in re.findall(r"\w+", journal.lower()) if w not in _JOURNAL_STOPWORDS)
+
+
+def _title_without_notes(title: str) -> str:
+    """Drops bracketed notes: '[Erratum appears in ...]', '[German]', '(vol 360, pg 542, 2009)'."""
+    while True:  # innermost first: notes nest ('[Erratum ... Note: Philipp, Thomas [added]]')
+        stripped = re.sub(r"\[[^\[\]]*\]|\([^()]*\)", " ", title)
+        if stripped == title:
+            return stripped
+        title = stripped
+
+
+def bib_text(record: dict[str, str], style: str) -> str:
+    """The compared text: title, authors, year and journal, as given or normalised field by field.
+
+    `full`: every field as given; `surnames`: authors reduced to surnames; `normalised`: surnames, notes
+    dropped from titles and journals reduced to initials (the field-wise normalisation bibliographic
+    de-duplicators apply before comparing).
+    """
+    title, authors, journal = record.get("title") or "", record.get("author") or "", record.get("journal") or ""
+    if style != "full":
+        authors = _surnames(authors)
+    if style == "normalised":
+        title, journal = _title_without_notes(title), _journal_initials(journal)
+    return " ".join([title, authors, record.get("year") or "", journal])
+
+
+def bib_records(name: str) -> tuple[list[dict[str, str]], list[list[str]]]:
+    """The records of one bib-dedupe dataset and its true duplicate clusters."""
     root = DATA / "near_dup" / "bib_dedupe" / name
     records = list(csv.DictReader((root / "records_pre_merged.csv").open(encoding="utf-8")))
-    texts = [" ".join([r.get("title") or "", _surnames(r.get("author") or "") if surnames else r.get("author") or "",
-                       r.get("year") or "", r.get("journal") or ""]) for r in records]
     clusters = [row["merged_ids"].split(";")
                 for row in csv.DictReader((root / "merged_record_ids.csv").open(encoding="utf-8"))]
-    return [r["ID"] for r in records], texts, clusters
+    return records, clusters
 
 
 def pairs_of(groups: list[list[str]]) -> set[tuple[str, str]]:
     return {tuple(sorted(p)) for g in groups for p in itertools.combinations(g, 2)}  # type: ignore[misc]
 
 
+def _char(ngram: int, threshold: float, **extra: Any) -> DedupConfig:
+    return DedupConfig(shingle="char", ngram=ngram, threshold=threshold, normalize={"strip_punctuation": True},
+                       **extra)
+
+
+_YEAR_VOLUME = {"conflict_fields": ["year", "volume"]}
+BIB_SETTINGS: list[tuple[str, str, DedupConfig]] = [
+    ("full authors; default (word 5-grams, 0.8)", "full", DedupConfig()),
+    ("full authors; char 4-grams, 0.6", "full", _char(4, 0.6)),
+    ("full authors; char 4-grams, 0.7", "full", _char(4, 0.7)),
+    ("surnames; char 4-grams, 0.7", "surnames", _char(4, 0.7)),
+    ("surnames; char 5-grams, 0.8", "surnames", _char(5, 0.8)),
+    ("surnames; char 5-grams, 0.65; conflict year, volume", "surnames", _char(5, 0.65, **_YEAR_VOLUME)),
+    ("surnames; char 3-grams, 0.65; conflict year, volume", "surnames", _char(3, 0.65, **_YEAR_VOLUME)),
+    ("normalised; char 3-grams, 0.7; conflict year, volume", "normalised", _char(3, 0.7, **_YEAR_VOLUME)),
+]
+
+
 def bib_dedupe(work: Path) -> list[str]:
     lines = ["| dataset | records | true pairs | setting | precision | recall | F1 |",
              "|---|---:|---:|---|---:|---:|---:|"]
-    plain = {"strip_punctuation": True}
-    settings = [("full authors; default (word 5-grams, 0.8)", False, DedupConfig()),
-                ("full authors; char 4-grams, 0.6", False,
-                 DedupConfig(shingle="char", ngram=4, threshold=0.6, normalize=plain)),
-                ("full authors; char 4-grams, 0.7", False,
-                 DedupConfig(shingle="char", ngram=4, threshold=0.7, normalize=plain)),
-                ("surnames; char 4-grams, 0.7", True,
-                 DedupConfig(shingle="char", ngram=4, threshold=0.7, normalize=plain)),
-                ("surnames; char 5-grams, 0.8", True,
-                 DedupConfig(shingle="char", ngram=5, threshold=0.8, normalize=plain))]
     for name in ("haematology", "stroke"):
-        for label, surnames, config in settings:
-            ids, texts, clusters = bib_records(name, surnames)
+        records, clusters = bib_records(name)
+        for label, style, config in BIB_SETTINGS:
+            texts = [bib_text(r, style) for r in records]
+            ids = [r["ID"] for r in records]
             truth = pairs_of(clusters)
             sketches = sketch(texts, config, work, f"bib-{name}")
             result = cluster_duplicates(sketches, np.ones(len(ids), bool), np.array([len(t) for t in texts]),
-                                        np.zeros(len(ids)), config)
+                                        np.zeros(len(ids)), config, conflict_keys(records, config))
             groups: dict[int, list[str]] = {}
             for i, c in enumerate(result.cluster.tolist()):
                 if c >= 0:
