@@ -40,6 +40,11 @@ _REPLACED_RECOGNIZERS = ("PhoneRecognizer", "UrlRecognizer")
 
 _CACHE_ENTRIES = 4096
 _CACHE_TEXT_CHARS = 2000
+# Longer texts are analysed in overlapping windows: spaCy refuses texts over nlp.max_length (1,000,000
+# characters) and its memory grows with the text. An entity shorter than the overlap that crosses one
+# window's end lies whole inside the next window.
+CHUNK_CHARS = 100_000
+CHUNK_OVERLAP = 1_000
 logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # its warnings can quote entity labels
 
 
@@ -73,6 +78,26 @@ def normalise_value(value: str) -> str:
 
 
 _EDGE = " \t\r\n,;:"
+
+
+def chunk_spans(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVERLAP) -> list[tuple[int, int]]:
+    """Windows of at most `size` characters covering `text`, each starting `overlap` characters (or
+    more, up to the next whitespace) before the previous one ends, and ending at whitespace when it can."""
+    if len(text) <= size:
+        return [(0, len(text))]
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = min(start + size, len(text))
+        if end < len(text):
+            cut = max(text.rfind(" ", end - overlap // 2, end), text.rfind("\n", end - overlap // 2, end))
+            end = cut if cut > start else end
+        spans.append((start, end))
+        if end >= len(text):
+            return spans
+        back = end - overlap
+        space = max(text.rfind(" ", back - overlap // 2, back), text.rfind("\n", back - overlap // 2, back))
+        start = max(space + 1 if space > start else back, start + 1)
 
 
 def resolve_overlaps(text: str, detections: list[Detection]) -> list[Detection]:
@@ -176,13 +201,19 @@ class PiiEngine:
         same system prompt on every record, boilerplate replies) are answered from a cache."""
         cache = self._cache
         todo = list(dict.fromkeys(t for t in texts if t not in cache and t.strip()))
-        fresh = {text: self._analyze_one(text, artifacts)
-                 for text, artifacts in zip(todo, self._artifacts(todo), strict=True)}
-        for text, found in fresh.items():
+        windows = [(k, start, end) for k, text in enumerate(todo) for start, end in chunk_spans(text)]
+        pieces = [todo[k][start:end] for k, start, end in windows]
+        found: list[list[Detection]] = [[] for _ in todo]
+        for (k, start, _), piece, artifacts in zip(windows, pieces, self._artifacts(pieces), strict=True):
+            found[k].extend(d._replace(start=d.start + start, end=d.end + start)
+                            for d in self._analyze_one(piece, artifacts))
+        fresh = {text: resolve_overlaps(text, dets) if len(text) > CHUNK_CHARS else dets
+                 for text, dets in zip(todo, found, strict=True)}
+        for text, detections in fresh.items():
             if len(text) <= _CACHE_TEXT_CHARS:
                 if len(cache) >= _CACHE_ENTRIES:
                     cache.pop(next(iter(cache)))  # oldest first
-                cache[text] = found
+                cache[text] = detections
         return [list(fresh.get(text) or cache.get(text) or []) for text in texts]
 
     def _analyze_one(self, text: str, artifacts: NlpArtifacts) -> list[Detection]:

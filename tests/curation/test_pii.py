@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 from faker import Faker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from curation.pii import process_records
+from curation.pii import PiiStep, process_records
 from curation.pii_accuracy import load_presidio_generated, score
-from curation.pii_engine import PiiEngine
+from curation.pii_engine import CHUNK_CHARS, PiiEngine, chunk_spans
 from curation.pipeline import run_pipeline
+from curation.steps import StepContext
 from schemas.curation import CurationSpec
 from schemas.pii import PiiConfig
 
@@ -260,17 +263,54 @@ def test_llamafactory_value_parts_are_redacted(tmp_path: Path) -> None:
     assert "<EMAIL_ADDRESS>" in curated
 
 
-def test_a_record_the_pii_step_fails_on_is_dropped_and_still_scrubbed(tmp_path: Path) -> None:
-    # spaCy refuses texts over nlp.max_length (1,000,000 characters): the record fails, alone.
-    huge = "Contact me at john.doe@example.com please. " + "word " * 200_001
+def test_records_longer_than_spacys_limit_are_redacted_in_windows(tmp_path: Path) -> None:
+    # spaCy refuses texts over nlp.max_length (1,000,000 characters); the engine analyses windows.
+    filler = "word " * 110_000
+    huge = ("Contact me at john.doe@example.com please. " + filler + " or jane.roe@example.org, card "
+            "4111 1111 1111 1111. " + filler + " last: 4242-4242-4242-4242")
+    assert len(huge) > 1_000_000
     records = [chat("huge", ("user", huge), ("assistant", "ok")), chat("small", ("user", "hello"), ("assistant", "hi"))]
     source = tmp_path / "h.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records))
-    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {"workers": 1},
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {"nlp_engine": "patterns", "workers": 1},
                                         "validate": {"max_line_bytes": 4_000_000}})
     report = run_pipeline(spec, source, tmp_path / "out")
-    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
-    assert [(r["id"], r["reason"]) for r in rejected] == [("huge", "step_error")]
-    assert report.records_out == 1
-    for name in ("rejected.jsonl", "report.json", "report.md", "report.html"):
-        assert "john.doe@example.com" not in (tmp_path / "out" / name).read_text(), name
+    assert report.records_out == 2
+    curated = (tmp_path / "out" / "curated.jsonl").read_text()
+    for value in ("john.doe@example.com", "jane.roe@example.org", "4111 1111 1111 1111", "4242-4242-4242-4242"):
+        assert value not in curated, value
+    assert curated.count("<EMAIL_ADDRESS>") == 2 and curated.count("<CREDIT_CARD>") == 2
+
+
+def test_entities_across_a_window_edge_are_found_once_and_whole(engine: PiiEngine) -> None:
+    filler = "the model learns from data and we measure it " * (CHUNK_CHARS // 45 + 200)
+    edge = chunk_spans(filler)[0][1]
+    text = filler[:edge - 12] + " Write to jane.roe@example.org or call 415-555-0132. " + filler[edge - 12:]
+    assert len(chunk_spans(text)) == 2
+    found = [(d.entity, text[d.start:d.end]) for d in engine.analyze([text])[0]]
+    assert found.count(("EMAIL_ADDRESS", "jane.roe@example.org")) == 1
+    assert found.count(("PHONE_NUMBER", "415-555-0132")) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab \n", min_size=0, max_size=400), st.integers(20, 60), st.integers(2, 9))
+def test_windows_cover_the_text_and_every_short_span_lies_inside_one(text: str, size: int, overlap: int) -> None:
+    spans = chunk_spans(text, size, overlap)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(0 < e - s <= size for s, e in spans) or text == ""
+    for start in range(len(text) - overlap + 1):
+        assert any(s <= start and start + overlap <= e for s, e in spans)
+
+
+def test_a_record_the_pii_step_failed_on_is_scrubbed_in_the_rejects(tmp_path: Path) -> None:
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {"nlp_engine": "patterns", "workers": 1}})
+    step = PiiStep(spec, StepContext(spec, tmp_path, tmp_path / "in.jsonl"))
+    failed = {"id": "f", "step": "pii", "reason": "step_error", "message": "boom",
+              "record": chat("f", ("user", "mail john.doe@example.com"), ("assistant", "ok"))}
+    passed = {"id": "p", "step": "pii", "reason": "pii_in_user", "message": "policy",
+              "record": chat("p", ("user", "already redacted <EMAIL_ADDRESS>"), ("assistant", "ok"))}
+    earlier = {"id": "e", "step": "validate", "reason": "invalid_json", "raw": "{bad json, card 4111 1111 1111 1111"}
+    step.scrub([failed, passed, earlier])
+    assert "john.doe@example.com" not in json.dumps(failed) and "<EMAIL_ADDRESS>" in json.dumps(failed)
+    assert "4111 1111 1111 1111" not in earlier["raw"]
+    assert step.report.rejects_scrubbed == 2
