@@ -142,6 +142,11 @@ def curate(
     against: Annotated[list[Path] | None, typer.Option(help="Drop records duplicating this corpus or saved index.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/eval files to decontaminate against.")] = None,
     save_index: Annotated[Path | None, typer.Option(help="Save the dedup index (corpus + kept records) here.")] = None,
+    dedup_threshold: Annotated[float | None, typer.Option(help="Jaccard similarity that makes a near duplicate.")] = None,
+    keep: Annotated[str | None, typer.Option(help="Record kept per duplicate cluster: first, longest or field.")] = None,
+    keep_field: Annotated[str | None, typer.Option(help="Numeric field whose highest value is kept (--keep field).")] = None,
+    conflict_field: Annotated[list[str] | None, typer.Option(
+        help="Records whose values of this field differ are never duplicates (e.g. year); repeatable.")] = None,
     topic_field: Annotated[str | None, typer.Option(help="Use this field as the topic label for balancing.")] = None,
     max_share: Annotated[float | None, typer.Option(help="Cap any topic at this share of the output.")] = None,
     topic_mode: Annotated[str | None, typer.Option(help="Topics from: auto, field, embedding, tfidf or hybrid.")] = None,
@@ -166,22 +171,18 @@ def curate(
             _apply_override(spec_data, item)
         if steps is not None:
             spec_data["steps"] = [s.strip() for s in steps.split(",") if s.strip()]
-        if against:
-            spec_data.setdefault("dedup", {})["against"] = [str(p) for p in against]
-        if decontaminate:
-            spec_data.setdefault("dedup", {})["decontaminate"] = [str(p) for p in decontaminate]
-        if save_index is not None:
-            spec_data.setdefault("dedup", {})["save_index"] = str(save_index)
-        if topic_field is not None:
-            spec_data.setdefault("balance", {})["topic_field"] = topic_field
-        if max_share is not None:
-            spec_data.setdefault("balance", {})["max_share"] = max_share
-        if topic_mode is not None:
-            spec_data.setdefault("balance", {})["mode"] = topic_mode
-        if topics is not None:
-            spec_data.setdefault("balance", {})["n_topics"] = topics
-        if tokenizer is not None:
-            spec_data.setdefault("report", {})["tokenizer"] = tokenizer
+        flags: dict[tuple[str, str], Any] = {
+            ("dedup", "against"): [str(p) for p in against] if against else None,
+            ("dedup", "decontaminate"): [str(p) for p in decontaminate] if decontaminate else None,
+            ("dedup", "save_index"): str(save_index) if save_index is not None else None,
+            ("dedup", "threshold"): dedup_threshold, ("dedup", "keep"): keep, ("dedup", "keep_field"): keep_field,
+            ("dedup", "conflict_fields"): conflict_field or None,
+            ("balance", "topic_field"): topic_field, ("balance", "max_share"): max_share,
+            ("balance", "mode"): topic_mode, ("balance", "n_topics"): topics, ("report", "tokenizer"): tokenizer,
+        }
+        for (section, key), value in flags.items():
+            if value is not None:
+                spec_data.setdefault(section, {})[key] = value
         spec = CurationSpec.model_validate(spec_data)
     except FileNotFoundError as exc:
         _fail(f"cannot read --config: {exc.filename}: no such file")

@@ -97,6 +97,23 @@ def test_set_overrides_a_spec_value_and_names_a_wrong_key(tmp_path: Path) -> Non
     assert result.returncode == 2 and "--set needs SECTION.KEY=VALUE" in result.stderr
 
 
+def test_dedup_flags_reach_the_step(tmp_path: Path) -> None:
+    text = "the same long answer about how the model learns from data in every record"
+    records = [{"id": str(year), "year": year, "messages": [{"role": "user", "content": "q"},
+                                                           {"role": "assistant", "content": text + "!" * i}]}
+               for i, year in enumerate((2001, 2002))]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "o"
+    result = assay("curate", path, "--out", out, "--steps", "validate,dedup", "--keep", "longest", "-q")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["id"] for line in (out / "curated.jsonl").read_text().splitlines()] == ["2002"]
+    result = assay("curate", path, "--out", out, "--steps", "validate,dedup", "--conflict-field", "year", "-q")
+    assert result.returncode == 0 and len((out / "curated.jsonl").read_text().splitlines()) == 2
+    result = assay("curate", path, "--out", out, "--steps", "validate,dedup", "--keep", "best", "-q")
+    assert result.returncode == 2 and "dedup.keep" in result.stderr
+
+
 def test_step_settings_that_cannot_work_are_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps({**CHAT, "category": "greeting"}) + "\n")
