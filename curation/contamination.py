@@ -1,9 +1,16 @@
-"""Decontamination: find training records that share long word n-grams with benchmark items.
+"""Decontamination: find training records that overlap benchmark items, by long n-grams and by MinHash.
 
-As lm-eval's decontamination does, a record is contaminated when it contains a 13-gram (configurable) of
-an item's text, after NFKC, case folding and dropping punctuation. Benchmark fields shorter than the
-n-gram but at least `min_words` long (short questions) are matched whole. N-grams that occur in many
-items of the benchmarks (instructions, answer templates) are boilerplate and ignored.
+`ngram`: as lm-eval's decontamination does, a record is contaminated when it contains a 13-gram
+(configurable) of an item's text, after NFKC, case folding and dropping punctuation. Benchmark fields
+shorter than the n-gram but at least `min_words` long (short questions) are matched whole.
+
+`minhash`: a record is contaminated when it contains most of an item's prompt (question, passage) as word
+shingles, edited or reordered: containment |record ∩ item| / |item| >= a threshold. A bottom-k MinHash
+sketch of each item (its k smallest shingle hashes, a uniform sample of its shingles) estimates the
+containment from one lookup table; candidates are then verified on the exact shingle sets.
+
+In both, n-grams / shingles found in many items of the benchmarks (instructions, answer templates) are
+boilerplate and ignored.
 """
 
 from __future__ import annotations
@@ -13,16 +20,24 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 
-from curation.minhash import fmix64, normalise_text, word_units, xxh32_ranges
+from curation.minhash import ShingleSets, fmix64, normalise_text, shingle_sets, word_units, xxh32_ranges
 from curation.steps import StepConfigError
 
 BENCHMARK_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+# Fields that hold what a model is asked (compared by the MinHash method); answers and solutions are not:
+# a training record that quotes the question but answers it in its own words is still contaminated.
+PROMPT_FIELDS = ("passage", "context", "article", "question", "prompt", "problem", "instruction", "input",
+                 "query", "sentence", "goal", "premise", "hypothesis")
+# Appended when the prompt alone is too short to be told apart from ordinary text ("Which gas do plants use?").
+CHOICE_FIELDS = ("choices", "options", "endings")
 _MULTIPLIER = np.uint64(0x100000001B3)
+
+Method = Literal["ngram", "minhash", "both"]
 
 
 class BenchmarkFileError(StepConfigError):
@@ -34,14 +49,36 @@ class BenchmarkItem:
     benchmark: str
     item: str
     texts: list[str]
+    prompt: str = ""  # the text the MinHash method compares (see prompt_text)
 
 
 @dataclass
 class ContaminationMatch:
+    """Why a text counts as contaminated: the benchmark item and the evidence of the method that found it."""
+
     benchmark: str
     item: str
-    ngrams_matched: int
-    item_overlap: float
+    ngrams_matched: int = 0
+    item_overlap: float = 0.0
+    method: str = "ngram"
+    containment: float = 0.0  # minhash: share of the item's shingles found in the text (exact, verified)
+    jaccard: float = 0.0  # minhash: Jaccard of the two shingle sets, for comparison with dedup
+    shingles_matched: int = 0
+
+    def details(self) -> dict[str, Any]:
+        """The rejection's details: benchmark file, item, method, and that method's measure of overlap."""
+        common: dict[str, Any] = {"benchmark": self.benchmark, "item": self.item, "method": self.method}
+        if self.method == "ngram":
+            return {**common, "ngrams_matched": self.ngrams_matched, "item_overlap": self.item_overlap}
+        return {**common, "containment": self.containment, "jaccard": self.jaccard,
+                "shingles_matched": self.shingles_matched}
+
+    def message(self) -> str:
+        name = Path(self.benchmark).name
+        if self.method == "ngram":
+            return f"shares {self.ngrams_matched} n-gram(s) with {name} item {self.item}"
+        return (f"contains {self.containment:.0%} of the shingles of {name} item {self.item} "
+                f"(MinHash containment, verified)")
 
 
 def _is_benchmark_file(path: Path) -> bool:
@@ -77,6 +114,23 @@ def string_fields(value: Any) -> Iterator[str]:
             yield from string_fields(inner)
 
 
+def prompt_text(obj: Any, min_words: int = 8) -> str:
+    """What an item asks: its prompt fields (question, passage...), with its choices when that is shorter
+    than `min_words` words; all its strings when it has no prompt field."""
+    if not isinstance(obj, dict):
+        return "\n".join(string_fields(obj))
+    prompt = [t for key in PROMPT_FIELDS for t in string_fields(obj.get(key))]
+    if not prompt:
+        return "\n".join(string_fields(obj))
+    if sum(len(t.split()) for t in prompt) < min_words:
+        prompt += [t for key in CHOICE_FIELDS for t in string_fields(obj.get(key))]
+    return "\n".join(prompt)
+
+
+def _item(name: str, obj: Any, fallback: str, min_words: int) -> BenchmarkItem:
+    return BenchmarkItem(name, _item_name(obj, fallback), list(string_fields(obj)), prompt_text(obj, min_words))
+
+
 def _item_name(obj: Any, fallback: str) -> str:
     if isinstance(obj, dict):
         for key in ("id", "idx", "question_id", "task_id"):
@@ -91,7 +145,7 @@ def _open_text(path: Path) -> bytes:
     return gzip.decompress(data) if path.suffix.lower() == ".gz" else data
 
 
-def read_benchmark(path: Path) -> list[BenchmarkItem]:
+def read_benchmark(path: Path, min_words: int = 8) -> list[BenchmarkItem]:
     """Items of one benchmark file: JSON lines, a JSON array, or an object holding arrays of items."""
     try:
         data = _open_text(path)
@@ -107,7 +161,7 @@ def read_benchmark(path: Path) -> list[BenchmarkItem]:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise BenchmarkFileError(f"{path}:{number}: not valid JSON ({exc})") from exc
-            items.append(BenchmarkItem(name, _item_name(obj, f"line {number}"), list(string_fields(obj))))
+            items.append(_item(name, obj, f"line {number}", min_words))
         return items
     try:
         obj = orjson.loads(data)
@@ -122,7 +176,12 @@ def read_benchmark(path: Path) -> list[BenchmarkItem]:
         entries = [(f"#{i}", item) for i, item in enumerate(obj)]
     else:
         raise BenchmarkFileError(f"{path}: expected a JSON array or object of items, got {type(obj).__name__}")
-    return [BenchmarkItem(name, _item_name(item, where), list(string_fields(item))) for where, item in entries]
+    return [_item(name, item, where, min_words) for where, item in entries]
+
+
+def read_items(paths: Sequence[str | Path], min_words: int = 8) -> list[BenchmarkItem]:
+    """Every item of the benchmark files and folders named."""
+    return [item for path in benchmark_files(paths) for item in read_benchmark(path, min_words)]
 
 
 def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +222,11 @@ class ContaminationIndex:
     @classmethod
     def build(cls, paths: Sequence[str | Path], ngram: int = 13, min_words: int = 8, max_items: int = 5
               ) -> ContaminationIndex:
-        items = [item for path in benchmark_files(paths) for item in read_benchmark(path)]
+        return cls.from_items(read_items(paths), ngram, min_words, max_items)
+
+    @classmethod
+    def from_items(cls, items: list[BenchmarkItem], ngram: int = 13, min_words: int = 8, max_items: int = 5
+                   ) -> ContaminationIndex:
         field_item = np.array([i for i, item in enumerate(items) for _ in item.texts], dtype=np.int64)
         words, doc = _word_hashes([t for item in items for t in item.texts])
         counts = np.bincount(doc, minlength=len(field_item))
@@ -222,3 +285,124 @@ def _dedupe_and_drop_boilerplate(hashes: np.ndarray, items: np.ndarray, max_item
     _, counts = np.unique(hashes, return_counts=True)
     common = np.repeat(counts > max_items, counts)
     return _GramTable(hashes[~common], items[~common])
+
+
+def _shingles(texts: Sequence[str], ngram: int) -> ShingleSets:
+    # word shingles are \w+ runs joined by one space, so spacing and punctuation never matter
+    return shingle_sets([normalise_text(t, collapse_whitespace=False) for t in texts], "word", ngram)
+
+
+@dataclass
+class ContainmentIndex:
+    """Bottom-k MinHash sketches of the items' prompts, for containment lookups of training batches.
+
+    Row r describes one indexed item (`rows[r]` into `items`): its shingle set without boilerplate, and
+    the k smallest hashes of that set (a uniform sample, xxh32 being a good hash) in one sorted table.
+    The share of an item's sample found in a text estimates the item's containment in the text.
+    """
+
+    items: list[BenchmarkItem]
+    rows: np.ndarray  # int64 item index of each row
+    sets: ShingleSets  # per row: unique sorted shingle hashes, boilerplate removed
+    sample_hashes: np.ndarray  # sorted uint32, the bottom-k hashes of all rows
+    sample_rows: np.ndarray  # int64 row of each sample hash
+    sample_sizes: np.ndarray  # int64 per row: hashes in its sample (k, or all of a smaller set)
+    ngram: int = 3
+    threshold: float = 0.5
+    min_shared: int = 5
+    items_per_benchmark: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def from_items(cls, items: list[BenchmarkItem], ngram: int = 3, threshold: float = 0.5,
+                   sketch_size: int = 64, min_shared: int = 5, max_items: int = 5) -> ContainmentIndex:
+        """Index the items' prompts; an item with fewer than `min_shared` specific shingles can never match."""
+        sets = _shingles([item.prompt for item in items], ngram)
+        owner = np.repeat(np.arange(len(items), dtype=np.int64), sets.sizes())
+        _, inverse, counts = np.unique(sets.hashes, return_inverse=True, return_counts=True)
+        specific = counts[inverse] <= max_items
+        sizes = np.bincount(owner[specific], minlength=len(items))
+        keep = specific & (sizes[owner] >= min_shared)
+        rows = np.flatnonzero(sizes >= min_shared)
+        hashes = sets.hashes[keep]  # still sorted within each item
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(sizes[rows], out=offsets[1:])
+        row_of = np.repeat(np.arange(len(rows), dtype=np.int64), sizes[rows])
+        in_sample = np.arange(len(hashes)) - offsets[row_of] < sketch_size
+        order = np.argsort(hashes[in_sample], kind="stable")
+        return cls(items, rows, ShingleSets(hashes, offsets), hashes[in_sample][order], row_of[in_sample][order],
+                   np.minimum(sizes[rows], sketch_size), ngram, threshold, min_shared,
+                   Counter(item.benchmark for item in items))
+
+    def candidates(self, sets: ShingleSets) -> tuple[np.ndarray, np.ndarray]:
+        """(text, row) pairs whose sampled containment could reach the threshold."""
+        text_of = np.repeat(np.arange(len(sets), dtype=np.int64), sets.sizes())
+        left = np.searchsorted(self.sample_hashes, sets.hashes, side="left")
+        right = np.searchsorted(self.sample_hashes, sets.hashes, side="right")
+        hit = np.flatnonzero(right > left)
+        if not len(hit):
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        repeats = right[hit] - left[hit]
+        within = np.arange(int(repeats.sum())) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+        rows = self.sample_rows[np.repeat(left[hit], repeats) + within]
+        width = max(1, len(self.rows))
+        pairs, found = np.unique(np.repeat(text_of[hit], repeats) * width + rows, return_counts=True)
+        texts, rows = np.divmod(pairs, width)
+        k = self.sample_sizes[rows]
+        # a sample smaller than the set is an estimate: let through what three standard errors could lift
+        t = self.threshold
+        margin = np.where(k < self.sets.sizes()[rows], 3.0 * np.sqrt(t * (1.0 - t) / k), 0.0)
+        near = found / k >= t - margin
+        return texts[near], rows[near]
+
+    def match(self, texts: Sequence[str]) -> list[ContaminationMatch | None]:
+        """For each text, the item whose prompt it contains most, or None.
+
+        A match shares at least `min_shared` shingles and `threshold` of the item's (exact, verified):
+        3 common word triples of a 6-shingle question are not evidence, however high the share.
+        """
+        results: list[ContaminationMatch | None] = [None] * len(texts)
+        if not len(self.rows) or not texts:
+            return results
+        sets = _shingles(texts, self.ngram)
+        for t, row in zip(*(a.tolist() for a in self.candidates(sets)), strict=True):
+            mine, theirs = sets.get(t), self.sets.get(row)
+            shared = len(np.intersect1d(mine, theirs, assume_unique=True))
+            containment = shared / len(theirs)
+            best = results[t]
+            if shared < self.min_shared or containment < self.threshold or (best is not None and containment <= best.containment):
+                continue
+            item = self.items[int(self.rows[row])]
+            results[t] = ContaminationMatch(
+                item.benchmark, item.item, method="minhash", containment=round(containment, 3),
+                jaccard=round(shared / (len(mine) + len(theirs) - shared), 3), shingles_matched=shared)
+        return results
+
+
+@dataclass
+class Decontaminator:
+    """The chosen methods over the same benchmark items; a text the n-gram method flags is not re-checked."""
+
+    items_per_benchmark: Counter[str]
+    ngram_index: ContaminationIndex | None
+    minhash_index: ContainmentIndex | None
+
+    @classmethod
+    def build(cls, paths: Sequence[str | Path], method: Method = "both", ngram: int = 13, min_words: int = 8,
+              max_items: int = 5, minhash_ngram: int = 3, minhash_threshold: float = 0.5,
+              sketch_size: int = 64, min_shared: int = 5) -> Decontaminator:
+        items = read_items(paths, min_words)
+        ngrams = (ContaminationIndex.from_items(items, ngram, min_words, max_items)
+                  if method in ("ngram", "both") else None)
+        minhash = (ContainmentIndex.from_items(items, minhash_ngram, minhash_threshold, sketch_size, min_shared,
+                                               max_items)
+                   if method in ("minhash", "both") else None)
+        return cls(Counter(item.benchmark for item in items), ngrams, minhash)
+
+    def match(self, texts: Sequence[str]) -> list[ContaminationMatch | None]:
+        results: list[ContaminationMatch | None] = (self.ngram_index.match(texts) if self.ngram_index
+                                                    else [None] * len(texts))
+        if self.minhash_index is not None:
+            rest = [i for i, hit in enumerate(results) if hit is None]
+            for i, hit in zip(rest, self.minhash_index.match([texts[i] for i in rest]), strict=True):
+                results[i] = hit
+        return results

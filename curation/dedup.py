@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from curation.contamination import ContaminationIndex, ContaminationMatch
+from curation.contamination import ContaminationMatch, Decontaminator
 from curation.dedup_index import (
     CorpusLookup,
     CorpusMatch,
@@ -292,7 +292,7 @@ class DedupStep(Step):
                      self.config.num_perm, self.config.threshold, bands, rows, self.config.shingle,
                      self.config.ngram)
         self._corpora: list[tuple[str, Sketches, CorpusLookup]] = []
-        self._contamination: ContaminationIndex | None = None
+        self._contamination: Decontaminator | None = None
 
     # -- setup ---------------------------------------------------------------------------------
     def _load_corpora(self) -> None:
@@ -313,11 +313,14 @@ class DedupStep(Step):
             self.report.corpus_records += len(sketches)
 
     def _load_benchmarks(self) -> None:
-        if self.config.decontaminate:
+        c = self.config
+        if c.decontaminate:
             started = time.perf_counter()
-            self._contamination = ContaminationIndex.build(
-                self.config.decontaminate, self.config.contamination_ngram,
-                self.config.contamination_min_words, self.config.contamination_max_items)
+            self._contamination = Decontaminator.build(
+                c.decontaminate, c.contamination_method, c.contamination_ngram, c.contamination_min_words,
+                c.contamination_max_items, c.contamination_minhash_ngram, c.contamination_minhash_threshold,
+                c.contamination_sketch_size, c.contamination_minhash_min_shared)
+            self.report.contamination_method = c.contamination_method
             self.report.seconds_contamination += time.perf_counter() - started
 
     # -- pass 1: sketch everything, flag contamination and corpus duplicates ----------------------
@@ -457,10 +460,7 @@ class DedupStep(Step):
 
 
 def _contaminated(hit: ContaminationMatch, record_id: str) -> _Flag:
-    name = Path(hit.benchmark).name
-    return _Flag(_CONTAMINATED, record_id, f"shares {hit.ngrams_matched} n-gram(s) with {name} item {hit.item}",
-                 {"benchmark": hit.benchmark, "item": hit.item, "ngrams_matched": hit.ngrams_matched,
-                  "item_overlap": hit.item_overlap})
+    return _Flag(_CONTAMINATED, record_id, hit.message(), hit.details())
 
 
 def _corpus_duplicate(match: CorpusMatch, corpus: Sketches, path: str, record_id: str) -> _Flag:
@@ -471,7 +471,7 @@ def _corpus_duplicate(match: CorpusMatch, corpus: Sketches, path: str, record_id
                  {"duplicate_of": kept_id, "similarity": similarity, "corpus": path, "match": kind})
 
 
-def _contamination_hits(flags: dict[int, _Flag], index: ContaminationIndex | None) -> list[ContaminationHits]:
+def _contamination_hits(flags: dict[int, _Flag], index: Decontaminator | None) -> list[ContaminationHits]:
     if index is None:
         return []
     hits = {name: ContaminationHits(benchmark=name, items=count)
@@ -482,11 +482,12 @@ def _contamination_hits(flags: dict[int, _Flag], index: ContaminationIndex | Non
             continue
         entry = hits[flag.details["benchmark"]]
         entry.records_removed += 1
+        method = flag.details["method"]
+        entry.records_by_method[method] = entry.records_by_method.get(method, 0) + 1
         items_hit[entry.benchmark].add(flag.details["item"])
         if len(entry.examples) < REMOVED_PER_EXAMPLE:
-            entry.examples.append({"record": flag.record_id, "item": flag.details["item"],
-                                   "ngrams_matched": flag.details["ngrams_matched"],
-                                   "item_overlap": flag.details["item_overlap"]})
+            entry.examples.append({"record": flag.record_id, **{k: v for k, v in flag.details.items()
+                                                                 if k != "benchmark"}})
     for name, entry in hits.items():
         entry.items_hit = len(items_hit[name])
     return list(hits.values())

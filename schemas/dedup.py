@@ -63,14 +63,33 @@ class DedupConfig(BaseModel):
         default=None, description="Folder to save the index of the corpus plus this run's kept records into.")
     decontaminate: list[str] = Field(
         default_factory=list,
-        description="Evaluation/benchmark files or folders (.jsonl, .json, .gz): training records sharing a "
-                    "long n-gram with one of their items are removed as contaminated.")
+        description="Evaluation/benchmark files or folders (.jsonl, .json, .gz): training records overlapping "
+                    "one of their items (see contamination_method) are removed as contaminated.")
+    contamination_method: Literal["ngram", "minhash", "both"] = Field(
+        default="both",
+        description="How overlap with a benchmark item is found: 'ngram' (a shared long n-gram, as lm-eval), "
+                    "'minhash' (most of the item's prompt contained in the record, robust to edits and "
+                    "reordering), or 'both' (either one; the n-gram method is asked first).")
     contamination_ngram: int = Field(default=13, ge=4, le=50, description="Words per n-gram in decontamination.")
     contamination_min_words: int = Field(
         default=8, ge=3, description="Benchmark fields shorter than `contamination_ngram` but at least this long are "
                              "matched as a whole.")
     contamination_max_items: int = Field(
-        default=5, ge=1, description="An n-gram found in more benchmark items than this is boilerplate and ignored.")
+        default=5, ge=1, description="An n-gram (or shingle) found in more benchmark items than this is boilerplate "
+                             "and ignored.")
+    contamination_minhash_ngram: int = Field(
+        default=3, ge=1, le=16, description="Words per shingle of the MinHash method.")
+    contamination_minhash_threshold: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="MinHash method: share of an item's prompt shingles a record must contain (containment "
+                    "|record ∩ item| / |item|, verified exactly).")
+    contamination_minhash_min_shared: int = Field(
+        default=5, ge=1, description="MinHash method: fewest shingles a record must share with an item (short "
+                             "questions share a few common word triples with ordinary text).")
+    contamination_sketch_size: int = Field(
+        default=64, ge=8, le=4096,
+        description="MinHash method: hashes per item in its bottom-k sketch, which estimates containment before "
+                    "the exact check.")
     report_clusters: int = Field(default=5, ge=0, le=100, description="Largest clusters shown in the report.")
 
     @model_validator(mode="after")
@@ -114,6 +133,8 @@ class ContaminationHits(BaseModel):
     items: int = 0
     items_hit: int = 0
     records_removed: int = 0
+    records_by_method: dict[str, int] = Field(
+        default_factory=dict, description="Records removed, by the method that found them (ngram, minhash).")
     examples: list[dict[str, str | int | float]] = Field(default_factory=list)
 
 
@@ -133,6 +154,7 @@ class DedupReport(BaseModel):
     rows: int = 0
     keep: str = "first"
     verify: bool = True
+    contamination_method: str = Field(default="", description="Decontamination method used; empty when off.")
     # what the search found and what it cost
     candidate_pairs: int = 0
     verified_pairs: int = 0
