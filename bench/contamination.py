@@ -72,7 +72,7 @@ def planted(items: list[BenchmarkItem], per_file: int, seed: int) -> tuple[list[
     alpaca = json.loads((DATA / "instructions/llamafactory_alpaca_en_demo.json").read_text())
     long_answers = [a["output"] for a in alpaca if len(a["output"].split()) >= 150]
     variants: dict[str, Callable[[str], str]] = {
-        "verbatim": lambda t: edit_every(rng, t, 10 ** 6),
+        "verbatim (case and commas only)": lambda t: t.upper().replace(",", " ;"),
         "1 word in 20": lambda t: edit_every(rng, t, 20),
         "1 word in 10": lambda t: edit_every(rng, t, 10),
         "1 word in 8": lambda t: edit_every(rng, t, 8),
