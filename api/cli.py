@@ -141,6 +141,10 @@ def curate(
     steps: Annotated[str | None, typer.Option(help="Comma-separated steps, e.g. validate,pii,dedup,balance.")] = None,
     against: Annotated[list[Path] | None, typer.Option(help="Drop records duplicating this corpus or saved index.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/eval files to decontaminate against.")] = None,
+    contamination_method: Annotated[str | None, typer.Option(
+        help="Decontamination by ngram (13-gram overlap), minhash (containment) or both.")] = None,
+    contamination_threshold: Annotated[float | None, typer.Option(
+        help="Share of a benchmark item's word 3-grams a record must contain (minhash method).")] = None,
     save_index: Annotated[Path | None, typer.Option(help="Save the dedup index (corpus + kept records) here.")] = None,
     dedup_threshold: Annotated[float | None, typer.Option(help="Jaccard similarity that makes a near duplicate.")] = None,
     keep: Annotated[str | None, typer.Option(help="Record kept per duplicate cluster: first, longest or field.")] = None,
@@ -175,6 +179,8 @@ def curate(
             ("dedup", "against"): [str(p) for p in against] if against else None,
             ("dedup", "decontaminate"): [str(p) for p in decontaminate] if decontaminate else None,
             ("dedup", "save_index"): str(save_index) if save_index is not None else None,
+            ("dedup", "contamination_method"): contamination_method,
+            ("dedup", "contamination_minhash_threshold"): contamination_threshold,
             ("dedup", "threshold"): dedup_threshold, ("dedup", "keep"): keep, ("dedup", "keep_field"): keep_field,
             ("dedup", "conflict_fields"): conflict_field or None,
             ("balance", "topic_field"): topic_field, ("balance", "max_share"): max_share,

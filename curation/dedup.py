@@ -526,7 +526,17 @@ def _summary_rows(section: DedupReport) -> list[tuple[str, Any]]:
 def _settings_line(section: DedupReport) -> str:
     return (f"{section.shingle} {section.ngram}-gram shingles, MinHash {section.num_perm} permutations, "
             f"threshold {section.threshold} (LSH {section.bands} bands x {section.rows} rows), "
-            f"verification {'on' if section.verify else 'off'}, keep {section.keep}.")
+            f"verification {'on' if section.verify else 'off'}, keep {section.keep}"
+            + (f", decontamination: {section.contamination_method}." if section.contamination_method else "."))
+
+
+_CONTAMINATION_HEADER = ("benchmark", "items", "items found", "records removed", "by method")
+
+
+def _contamination_rows(section: DedupReport) -> list[tuple[Any, ...]]:
+    return [(Path(h.benchmark).name, h.items, h.items_hit, h.records_removed,
+             ", ".join(f"{method} {n}" for method, n in sorted(h.records_by_method.items())) or "-")
+            for h in section.contamination]
 
 
 def render_dedup_markdown(section: DedupReport) -> str:
@@ -542,9 +552,7 @@ def render_dedup_markdown(section: DedupReport) -> str:
         lines += [f"- removed `{m.id}` ({m.reason}, similarity {m.similarity}): {m.preview}" for m in ex.removed]
     if section.contamination:
         lines += ["", "### Contamination by benchmark", ""]
-        lines += _table(("benchmark", "items", "items found", "records removed"),
-                        [(Path(h.benchmark).name, h.items, h.items_hit, h.records_removed)
-                         for h in section.contamination])
+        lines += _table(_CONTAMINATION_HEADER, _contamination_rows(section))
     return "\n".join(lines) + "\n"
 
 
@@ -577,8 +585,6 @@ def render_dedup_html(section: DedupReport) -> str:
         parts += [f"<h3>Cluster {ex.cluster_id} ({ex.size} records)</h3>", "<ul>" + "".join(items) + "</ul>"]
     if section.contamination:
         parts += ["<h3>Contamination by benchmark</h3>",
-                  _html_table(("benchmark", "items", "items found", "records removed"),
-                              [(Path(h.benchmark).name, h.items, h.items_hit, h.records_removed)
-                               for h in section.contamination])]
+                  _html_table(_CONTAMINATION_HEADER, _contamination_rows(section))]
     parts.append("</section>")
     return "".join(parts)

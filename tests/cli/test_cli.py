@@ -112,6 +112,13 @@ def test_dedup_flags_reach_the_step(tmp_path: Path) -> None:
     assert result.returncode == 0 and len((out / "curated.jsonl").read_text().splitlines()) == 2
     result = assay("curate", path, "--out", out, "--steps", "validate,dedup", "--keep", "best", "-q")
     assert result.returncode == 2 and "dedup.keep" in result.stderr
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": text}) + "\n")
+    result = assay("curate", path, "--out", out, "--steps", "validate,dedup", "--decontaminate", bench,
+                   "--contamination-method", "minhash", "-q")
+    assert result.returncode == 0, result.stderr
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert {(r["reason"], r["details"]["method"]) for r in rejected} == {("contaminated", "minhash")}
 
 
 def test_step_settings_that_cannot_work_are_one_clear_error(tmp_path: Path) -> None:

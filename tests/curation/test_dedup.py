@@ -267,7 +267,9 @@ def test_decontamination_catches_planted_lightly_edited_benchmark_items(tmp_path
     assert len(caught) >= 0.9 * len(planted)
     for rid in caught:
         assert rejected[rid]["details"]["benchmark"] == planted[rid]
-        assert rejected[rid]["details"]["item"] and rejected[rid]["details"]["ngrams_matched"] >= 1
+        details = rejected[rid]["details"]
+        assert details["item"]
+        assert details["ngrams_matched"] >= 1 if details["method"] == "ngram" else details["containment"] >= 0.5
     assert report.dedup is not None
     by_file = {h.benchmark: h for h in report.dedup.contamination}
     assert sum(h.records_removed for h in by_file.values()) == len(caught)
@@ -320,14 +322,20 @@ def test_pipeline_conserves_records_on_the_data_juicer_demo(tmp_path, external_d
 def test_report_section_renders_clusters_and_contamination_as_markdown_and_html(tmp_path):
     rng = random.Random(5)
     text = random_text(rng, 50)
-    records = [chat("a", "q", text), chat("b", "q", "<script>x</script> " + text), chat("c", "q", "other")]
-    report, _, _ = curate(tmp_path, records)
+    question = random_text(rng, 30)
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": question, "answer": "42"}) + "\n")
+    records = [chat("a", "q", text), chat("b", "q", "<script>x</script> " + text), chat("c", "q", "other"),
+               chat("d", question, "42")]
+    report, _, _ = curate(tmp_path, records, decontaminate=[str(bench)])
     section = report.dedup
     assert section is not None and section.largest_clusters[0].kept_id == "a"
     assert section.largest_clusters[0].removed[0].id == "b"
     markdown = render_dedup_markdown(section)
     assert "| near duplicates | 1 |" in markdown and "Cluster 0 (2 records)" in markdown
+    assert "| bench.jsonl | 1 | 1 | 1 | ngram 1 |" in markdown and "decontamination: both" in markdown
     fragment = render_dedup_html(section)
+    assert "bench.jsonl" in fragment and "ngram 1" in fragment
     assert "<script>" not in fragment and "&lt;script&gt;" in fragment
     assert "http" not in fragment and fragment.startswith("<section")
 
