@@ -3,10 +3,13 @@
     HF_HUB_OFFLINE=1 .venv/bin/python bench/topics.py                       # all three parts
     HF_HUB_OFFLINE=1 .venv/bin/python bench/topics.py --parts speed --records 2000   # quick
 
-quality: the 2,383 Auto-J prompts (58 scenario labels + `default`) clustered by embeddings (whole text, the
-old default, and opening sentence), TF-IDF (without and with lead weighting) and hybrid (both joined, the
-default), k chosen by silhouette and k = 59 (the number of labels); NMI, AMI and purity against the labels,
-with the NMI of the same clusters against shuffled labels as the chance baseline.
+quality: the 2,383 Auto-J prompts (58 scenario labels + `default`) clustered by embeddings (opening
+sentence, mean or lead pooling), TF-IDF (without and with lead weighting) and hybrid (both joined), each
+without and with UMAP reduction; k chosen by silhouette and k = 59 (the number of labels); NMI, AMI and
+purity against the labels, with the NMI of the same clusters against shuffled labels as the chance
+baseline; then the default settings under three seeds.
+ceiling: how well a supervised classifier (logistic regression, 5-fold cross-validation) recovers the
+labels from the default hybrid vectors: the most any clustering of those vectors could hope for.
 balance: the same prompts with `topic_field: category` and `max_share: 0.05`, before and after.
 speed: N records (real prompts from the shared instruction files, cycled to reach N) through the real
 pipeline (validate, balance) in field mode (the baseline: reading, validating and spilling, no
@@ -34,10 +37,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from curation.pipeline import run_pipeline  # noqa: E402
 from curation.topics import (  # noqa: E402
+    TopicAssignment,
     cluster_topics,
     embedding_text,
     encode_texts,
     load_encoder,
+    resolve_reduction,
     term_counts,
     topic_vectors,
 )
@@ -74,45 +79,98 @@ def quality() -> None:
     texts = [prompt(r)[:BalanceConfig().max_chars] for r in rows]
     labels = [r["category"] for r in rows]
     shuffled = np.random.default_rng(0).permutation(len(labels))
-    # (row name, settings); "before" rows are the settings shipped before hybrid mode.
+    # (row name, settings); "before" rows are the settings shipped before lead pooling and UMAP.
+    no_umap = {"reduce": "none"}
+    before = {"pooling": "mean", "tfidf_weight": 1.0, **no_umap}
     variants: list[tuple[str, dict[str, Any]]] = [
-        ("embedding, whole text (before)", {"mode": "embedding", "embed_text": "all"}),
-        ("embedding, opening sentence", {"mode": "embedding"}),
-        ("tfidf, no lead weight (before)", {"mode": "tfidf", "lead_weight": 0.0}),
-        ("tfidf, lead weight 3", {"mode": "tfidf"}),
-        ("hybrid (default)", {"mode": "hybrid"}),
+        ("embedding, mean pooling (before)", {"mode": "embedding", **before}),
+        ("embedding, lead pooling", {"mode": "embedding", **no_umap}),
+        ("embedding, lead pooling, UMAP", {"mode": "embedding"}),
+        ("tfidf, no lead weight", {"mode": "tfidf", "lead_weight": 0.0, **no_umap}),
+        ("tfidf, lead weight 3", {"mode": "tfidf", **no_umap}),
+        ("tfidf, lead weight 3, UMAP", {"mode": "tfidf"}),
+        ("hybrid, mean pooling, TF-IDF weight 1 (before)", {"mode": "hybrid", **before}),
+        ("hybrid, lead pooling, TF-IDF weight 0.75", {"mode": "hybrid", **no_umap}),
+        ("hybrid, lead pooling, TF-IDF weight 0.75, UMAP (default)", {"mode": "hybrid"}),
     ]
     embedded: dict[str, tuple[np.ndarray, float]] = {}
-    print(f"\n## quality: {len(texts)} Auto-J prompts, {len(set(labels))} labels, load average "
+    print(f"\n## quality: {len(texts)} Auto-J prompts, {len(set(labels))} labels, UMAP "
+          f"{'installed' if resolve_reduction(BalanceConfig(), 'hybrid') == 'umap' else 'NOT installed'}, load average "
           f"{os.getloadavg()[0]:.1f}\n")
-    print("| mode | k | NMI | NMI vs shuffled labels | AMI | purity | vectors s | clustering s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| mode | k | NMI | NMI vs shuffled labels | AMI | purity | vectors s | reducing s | clustering s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, settings in variants:
         base = BalanceConfig(**settings)
-        terms = term_counts(texts, len(texts), base.lead_weight, base.lead_words)
-        embeddings, embed_seconds = None, 0.0
-        if base.mode in ("embedding", "hybrid"):
-            if base.embed_text not in embedded:  # each text view is embedded once
-                started = time.perf_counter()
-                vectors = encode_texts([embedding_text(t, base) for t in texts], base)
-                embedded[base.embed_text] = (vectors, time.perf_counter() - started)
-            embeddings, embed_seconds = embedded[base.embed_text]
+        embeddings, embed_seconds = embeddings_for(texts, base, embedded)
         for n_topics in (None, len(set(labels))):
             config = base.model_copy(update={"n_topics": n_topics})
-            seconds: dict[str, float] = {}
-            vectors = topic_vectors(config.mode, embeddings, terms, config, seconds)
-            found = cluster_topics(vectors, terms.counts, terms.vocabulary, config, config.mode, seconds)
+            found, seconds = assign(texts, embeddings, config)
             k = f"{len(found.topics)} (silhouette)" if n_topics is None else str(n_topics)
             print(f"| {name} | {k} | {normalized_mutual_info_score(labels, found.labels):.3f} | "
                   f"{normalized_mutual_info_score(labels, found.labels[shuffled]):.3f} | "
                   f"{adjusted_mutual_info_score(labels, found.labels):.3f} | {purity(labels, found.labels):.3f} | "
-                  f"{embed_seconds + seconds.get('vectorising', 0.0):.1f} | {seconds['clustering']:.1f} |")
-    config = BalanceConfig(mode="hybrid")
-    terms = term_counts(texts, len(texts), config.lead_weight, config.lead_words)
-    vectors = topic_vectors("hybrid", embedded["first_sentence"][0], terms, config, {})
-    example = cluster_topics(vectors, terms.counts, terms.vocabulary, config, "hybrid", {})
-    print(f"\nlargest hybrid topics (k = {len(example.topics)}): " + "; ".join(
+                  f"{embed_seconds + seconds.get('vectorising', 0.0):.1f} | {seconds.get('reducing', 0.0):.1f} | "
+                  f"{seconds['clustering']:.1f} |")
+    print("\n**Default settings, three seeds** (the seed drives the k-choice sample, UMAP and k-means):\n")
+    print("| seed | k chosen | NMI | AMI | purity | silhouette per k tried |\n|---:|---:|---:|---:|---:|---|")
+    default = BalanceConfig(mode="hybrid")
+    embeddings, _ = embeddings_for(texts, default, embedded)
+    for seed in (0, 1, 2):
+        found, _ = assign(texts, embeddings, default.model_copy(update={"seed": seed}))
+        assert found.k_selection is not None
+        tried = ", ".join(f"{k}: {v:.3f}" for k, v in found.k_selection.scores.items())
+        print(f"| {seed} | {len(found.topics)} | {normalized_mutual_info_score(labels, found.labels):.3f} | "
+              f"{adjusted_mutual_info_score(labels, found.labels):.3f} | {purity(labels, found.labels):.3f} | "
+              f"{tried} |")
+        if seed == 0:
+            example = found
+    print(f"\nlargest default topics (seed 0, k = {len(example.topics)}): " + "; ".join(
         f"{t.name} ({t.size})" for t in example.topics[:8]))
+
+
+def embeddings_for(texts: list[str], config: BalanceConfig,
+                   cache: dict[str, tuple[np.ndarray, float]]) -> tuple[np.ndarray | None, float]:
+    """Embeddings and the seconds they took; each text view and pooling is embedded once per run."""
+    if config.mode not in ("embedding", "hybrid"):
+        return None, 0.0
+    key = f"{config.embed_text}/{config.pooling}"
+    if key not in cache:
+        started = time.perf_counter()
+        vectors = encode_texts([embedding_text(t, config) for t in texts], config)
+        cache[key] = (vectors, time.perf_counter() - started)
+    return cache[key]
+
+
+def assign(texts: list[str], embeddings: np.ndarray | None,
+           config: BalanceConfig) -> tuple[TopicAssignment, dict[str, float]]:
+    terms = term_counts(texts, len(texts), config.lead_weight, config.lead_words)
+    seconds: dict[str, float] = {}
+    vectors = topic_vectors(config.mode, embeddings, terms, config, seconds)
+    return cluster_topics(vectors, terms.counts, terms.vocabulary, config, config.mode, seconds), seconds
+
+
+# --- ceiling --------------------------------------------------------------------------------------------
+
+def ceiling() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+    from sklearn.model_selection import cross_val_predict
+
+    rows = autoj_rows()
+    config = BalanceConfig(mode="hybrid")
+    texts = [prompt(r)[: config.max_chars] for r in rows]
+    labels = np.array([r["category"] for r in rows])
+    embeddings, _ = embeddings_for(texts, config, {})
+    terms = term_counts(texts, len(texts), config.lead_weight, config.lead_words)
+    print("\n## ceiling: labels predicted by logistic regression (5-fold cross-validation)\n")
+    print("| vectors | accuracy | NMI | AMI |\n|---|---:|---:|---:|")
+    for name, mode in (("hybrid (default, before UMAP)", "hybrid"), ("embedding (lead pooling)", "embedding"),
+                       ("tfidf", "tfidf")):
+        vectors = topic_vectors(mode, embeddings, terms, config, {})
+        predicted = cross_val_predict(LogisticRegression(C=10.0, max_iter=2000), vectors, labels, cv=5)
+        print(f"| {name} | {np.mean(predicted == labels):.3f} | "
+              f"{normalized_mutual_info_score(labels, predicted):.3f} | "
+              f"{adjusted_mutual_info_score(labels, predicted):.3f} |")
 
 
 # --- balance --------------------------------------------------------------------------------------------
@@ -165,30 +223,32 @@ def speed(work: Path, n_records: int) -> None:
     speed_input(source, n_records)
     runs: dict[str, tuple[float, BalanceReport]] = {}
     for mode, settings in (("field", {"topic_field": "source"}), ("tfidf", {"mode": "tfidf"}),
-                           ("embedding", {"mode": "embedding"}), ("hybrid", {"mode": "hybrid"})):
+                           ("embedding", {"mode": "embedding"}), ("hybrid, no UMAP", {"mode": "hybrid", "reduce": "none"}),
+                           ("hybrid (default)", {"mode": "hybrid"})):
         spec = CurationSpec.model_validate({"steps": ["validate", "balance"], "validate": {"require_assistant": False},
                                             "balance": {**settings, "max_share": 0.2}})
         started = time.perf_counter()
-        report = run_pipeline(spec, source, work / f"speed-{mode}")
+        report = run_pipeline(spec, source, work / f"speed-{len(runs)}")
         assert report.balance is not None
         runs[mode] = (time.perf_counter() - started, report.balance)
     baseline = runs["field"][0]
     print(f"\n## speed: {n_records:,} records, validate + balance, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at the end (model loaded before, not included)\n")
     print("| mode | topics | total s | records/s | x field-mode time | embedding s | vectorising s | "
-          "clustering s | naming s | balancing s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "reducing s | clustering s | naming s | balancing s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, (seconds, section) in runs.items():
         parts = section.seconds
         print(f"| {mode} | {len(section.topics)} | {seconds:.1f} | {n_records / seconds:,.0f} | "
               f"{seconds / baseline:.1f} | " + " | ".join(
-                  f"{parts.get(key, 0.0):.1f}" for key in ("embedding", "vectorising", "clustering", "naming",
-                                                           "balancing")) + " |")
+                  f"{parts.get(key, 0.0):.1f}" for key in ("embedding", "vectorising", "reducing", "clustering",
+                                                           "naming", "balancing")) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="quality,balance,speed", help="Comma-separated parts to run.")
+    parser.add_argument("--parts", default="quality,balance,speed",
+                        help="Comma-separated parts to run: quality, ceiling, balance, speed.")
     parser.add_argument("--records", type=int, default=10_000, help="Records for the speed part.")
     args = parser.parse_args()
     if not (data_dir() / "instructions" / "autoj_scenario_traindata.jsonl").exists():
@@ -200,6 +260,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if "quality" in parts:
             quality()
+        if "ceiling" in parts:
+            ceiling()
         if "balance" in parts:
             balance(Path(tmp))
         if "speed" in parts:

@@ -6,10 +6,11 @@ import functools
 import importlib.util
 import re
 import time
+import warnings
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -31,11 +32,17 @@ TOKEN = re.compile(TOKEN_PATTERN)
 SENTENCE_BREAK = re.compile(r"(?<=[.!?:])\s+|\n+")
 MIN_SENTENCE_CHARS = 30  # "Hi!" alone says nothing: the opening sentence is extended to this length
 EMBEDDING_MODES = ("embedding", "hybrid")
+ENCODE_CHUNK = 256  # texts per encode call with lead pooling: padded token vectors of a chunk stay in memory
+UMAP_MIN_RECORDS = 100  # below this UMAP's neighbourhood graph says little; the vectors are clustered as they are
 # Left out of names (not of clustering): contraction stubs the pattern splits off ("don't" -> "don")
 # and request verbs every kind of prompt uses.
 NAME_STOP_WORDS = frozenset({"don", "doesn", "didn", "isn", "aren", "wasn", "won", "ll", "ve", "re",
                              "let", "like", "want", "need", "know", "does", "just", "use", "using",
                              "please", "help"})
+
+
+UMAP_MISSING = ("balance.reduce 'umap' needs umap-learn (pip install 'umap-learn>=0.5,<0.6'), or set "
+                "balance.reduce: none")
 
 
 class TopicError(StepConfigError):
@@ -96,6 +103,16 @@ def resolve_mode(config: BalanceConfig) -> str:
     return "hybrid" if embedding_available(config.model) else "tfidf"
 
 
+def resolve_reduction(config: BalanceConfig, mode: str) -> str:
+    """The reduction `auto` stands for: umap in embedding and hybrid modes if umap-learn is installed, else
+    none (tfidf mode stays the fast mode: UMAP would cost it more than the clustering gains)."""
+    if config.reduce != "auto":
+        return config.reduce
+    if mode not in EMBEDDING_MODES:
+        return "none"
+    return "umap" if importlib.util.find_spec("umap") is not None else "none"
+
+
 def embedding_available(model: str | None) -> bool:
     # find_spec does not import: checking must not cost the 10 s of loading torch.
     if importlib.util.find_spec("sentence_transformers") is None:
@@ -129,14 +146,47 @@ def load_encoder(model: str | None, device: str = "cpu") -> SentenceTransformer:
 
 
 def encode_texts(texts: list[str], config: BalanceConfig) -> np.ndarray:
-    """Unit-length float32 sentence embeddings, one row per text."""
+    """Unit-length float32 sentence embeddings, one row per text, pooled as `config.pooling` says."""
     encoder = load_encoder(config.model, config.device)
     encoder.max_seq_length = config.max_tokens
     if not texts:
         return np.zeros((0, encoder.get_sentence_embedding_dimension() or 0), dtype=np.float32)
-    vectors = encoder.encode(texts, batch_size=config.embed_batch_size, normalize_embeddings=True,
-                             convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(vectors, dtype=np.float32)
+    if config.pooling == "mean":
+        vectors = encoder.encode(texts, batch_size=config.embed_batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+    # Markers such as [CLS] and [SEP] say nothing about the text; unknown-word tokens stand for real words.
+    special_ids = np.array(sorted(set(encoder.tokenizer.all_special_ids) - {encoder.tokenizer.unk_token_id}),
+                           dtype=np.int64)
+    tokenize = getattr(encoder, "preprocess", encoder.tokenize)  # renamed in sentence-transformers 5.x
+    pooled: list[np.ndarray] = []
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        chunk = texts[start:start + ENCODE_CHUNK]
+        # Token vectors come back cut at each text's last real token; the token ids (to leave out special
+        # tokens) come from the same tokenizer with the same truncation.
+        tokens = cast(list[Any], encoder.encode(chunk, batch_size=config.embed_batch_size,
+                                                output_value="token_embeddings", convert_to_numpy=False,
+                                                show_progress_bar=False))
+        ids = tokenize(chunk)["input_ids"].numpy()
+        pooled.extend(lead_pooled(vectors.float().cpu().numpy(), ids[i, : len(vectors)], special_ids,
+                                  config.embed_lead_weight, config.embed_lead_tokens)
+                      for i, vectors in enumerate(tokens))
+    return np.stack(pooled).astype(np.float32)
+
+
+def lead_pooled(token_vectors: np.ndarray, token_ids: np.ndarray, special_ids: np.ndarray, lead_weight: float,
+                lead_tokens: float) -> np.ndarray:
+    """One text's token vectors averaged with weight 1 + lead_weight * exp(-p / lead_tokens) for the p-th
+    content token (special tokens weigh 0), scaled to unit length. Every token vector has seen the whole
+    text, so the first ones still carry its context, but they are closest to the request ("write",
+    "translate", "what is"), which is what task labels follow."""
+    content = ~np.isin(token_ids, special_ids)
+    if not content.any():  # an empty text: the mean of what the model gave
+        content = np.ones(len(token_ids), dtype=bool)
+    position = np.cumsum(content) - 1
+    weights = np.where(content, 1.0 + lead_weight * np.exp(-position / lead_tokens), 0.0)
+    vector = weights @ token_vectors / weights.sum()
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 # --- term counts, TF-IDF vectors and names -------------------------------------------------------------
@@ -260,13 +310,19 @@ def k_range(n_records: int, config: BalanceConfig) -> list[int]:
     return sorted({int(round(k)) for k in grid})
 
 
-def choose_k(vectors: Any, config: BalanceConfig) -> KSelection:
-    """The k with the best cosine silhouette, each k clustered on the same seeded sample."""
+def choose_k(vectors: Any, config: BalanceConfig, reduction: str = "none") -> KSelection:
+    """The k with the best silhouette, each k clustered on the same seeded sample: cosine on unit vectors,
+    Euclidean on UMAP coordinates (the distance k-means minimises there)."""
     from sklearn.metrics import silhouette_score
 
+    metric = "euclidean" if reduction == "umap" else "cosine"
+    space = (f"UMAP-reduced vectors ({config.umap_components} dimensions, {config.umap_neighbors} "
+             "neighbours)" if reduction == "umap" else "the vectors")
+    criterion = f"silhouette ({metric}) of k-means on {space}, a seeded sample; highest wins"
     candidates = k_range(vectors.shape[0], config)
     if len(candidates) == 1:
-        return KSelection(sample=vectors.shape[0], scores={}, chosen=candidates[0])
+        return KSelection(criterion=criterion, reduction=reduction, sample=vectors.shape[0], scores={},
+                          chosen=candidates[0])
     rng = np.random.default_rng(config.seed)
     n_sample = min(vectors.shape[0], config.k_sample)
     sample = vectors[np.sort(rng.choice(vectors.shape[0], size=n_sample, replace=False))]
@@ -277,9 +333,9 @@ def choose_k(vectors: Any, config: BalanceConfig) -> KSelection:
         labels = kmeans_labels(sample, k, config.seed)
         if len(np.unique(labels)) < 2:
             continue
-        scores[str(k)] = round(float(silhouette_score(sample, labels, metric="cosine")), 5)
+        scores[str(k)] = round(float(silhouette_score(sample, labels, metric=metric)), 5)
     chosen = int(max(scores, key=lambda k: (scores[k], -int(k)))) if scores else candidates[0]
-    return KSelection(sample=n_sample, scores=scores, chosen=chosen)
+    return KSelection(criterion=criterion, reduction=reduction, sample=n_sample, scores=scores, chosen=chosen)
 
 
 def sort_by_size(labels: np.ndarray, n_topics: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,20 +376,47 @@ def hybrid_vectors(embeddings: np.ndarray, lsa: Any, tfidf_weight: float) -> np.
     return normalize(joined).astype(np.float32)
 
 
+def reduce_vectors(vectors: Any, config: BalanceConfig, mode: str,
+                   seconds: dict[str, float]) -> tuple[Any, str]:
+    """The space k-means runs in, and its name: UMAP by cosine to `umap_components` dimensions (min_dist 0,
+    which packs neighbours tightly, as BERTopic sets it), or the vectors as they are."""
+    reduction = resolve_reduction(config, mode)
+    n_records = vectors.shape[0]
+    if reduction == "none" or n_records < UMAP_MIN_RECORDS:
+        return vectors, "none"
+    started = time.perf_counter()
+    try:
+        import umap
+    except ImportError as exc:
+        raise TopicError(UMAP_MISSING) from exc
+    dense = vectors.toarray() if hasattr(vectors, "toarray") else np.asarray(vectors)
+    reducer = umap.UMAP(n_neighbors=min(config.umap_neighbors, n_records - 1),
+                        n_components=min(config.umap_components, n_records - 2), min_dist=0.0,
+                        metric="cosine", random_state=config.seed)
+    with warnings.catch_warnings():
+        # A seed makes UMAP run on one thread, and it says so each time: that is the price of repeatability.
+        warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
+        reduced = np.asarray(reducer.fit_transform(dense), dtype=np.float32)
+    seconds["reducing"] = seconds.get("reducing", 0.0) + time.perf_counter() - started
+    return reduced, "umap"
+
+
 def cluster_topics(vectors: Any, counts: csr_matrix, vocabulary: np.ndarray, config: BalanceConfig,
                    mode: str, seconds: dict[str, float]) -> TopicAssignment:
-    """Cluster the vectors (k given or chosen), then name each cluster from its distinctive terms."""
-    started = time.perf_counter()
+    """Cluster the vectors (reduced as `config.reduce` says; k given or chosen), then name each cluster
+    from its distinctive terms; example records are the ones nearest its centre in the unreduced vectors."""
     n_records = vectors.shape[0]
+    space, reduction = reduce_vectors(vectors, config, mode, seconds)
+    started = time.perf_counter()
     selection: KSelection | None = None
     if n_records == 0:
         k = 0
     elif config.n_topics is not None:
         k = min(config.n_topics, n_records)
     else:
-        selection = choose_k(vectors, config)
+        selection = choose_k(space, config, reduction)
         k = selection.chosen
-    raw = kmeans_labels(vectors, k, config.seed) if k > 1 else np.zeros(n_records, dtype=np.int32)
+    raw = kmeans_labels(space, k, config.seed) if k > 1 else np.zeros(n_records, dtype=np.int32)
     # k-means may leave a cluster empty (fewer distinct points than k): number the clusters it used.
     used, raw = np.unique(raw, return_inverse=True)
     k = len(used)
@@ -376,6 +459,9 @@ class TopicCollector:
         self.mode = resolve_mode(config)
         if self.mode in EMBEDDING_MODES:
             load_encoder(config.model, config.device)  # fail now, with a clear message, not after reading
+        if self.mode != "field" and resolve_reduction(config, self.mode) == "umap" \
+                and importlib.util.find_spec("umap") is None:
+            raise TopicError(UMAP_MISSING)
         self.text_spill = text_spill
         self.count = 0
         self.labels: list[str] = []

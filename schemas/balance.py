@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 TopicMode = Literal["auto", "field", "embedding", "tfidf", "hybrid"]
 EmbedText = Literal["first_sentence", "all"]
+Pooling = Literal["lead", "mean"]
+Reduction = Literal["auto", "umap", "none"]
 DropPolicy = Literal["shortest", "quality_field", "random"]
 Strategy = Literal["none", "max_share", "target", "temperature"]
 TopicRole = Literal["system", "user", "assistant", "tool"]
@@ -52,6 +54,14 @@ class BalanceConfig(BaseModel):
         "stated) or all (the whole topic text).")
     embed_chars: int = Field(200, gt=0, description="With embed_text first_sentence: at most this many "
                              "characters are embedded.")
+    pooling: Pooling = Field(
+        "lead", description="How the model's token vectors become one embedding: lead (a weighted mean in "
+        "which the token at position p, special tokens left out, weighs 1 + embed_lead_weight * exp(-p / "
+        "embed_lead_tokens), so the words that state the task dominate) or mean (the model's own pooling).")
+    embed_lead_weight: float = Field(30.0, ge=0.0, description="With pooling lead: extra weight of the first "
+                                     "tokens. 0 is a plain mean of the tokens.")
+    embed_lead_tokens: float = Field(5.0, gt=0.0, description="With pooling lead: how fast the extra weight "
+                                     "fades (in tokens).")
     max_tokens: int = Field(128, ge=8, le=512, description="Tokens per text the embedding model reads.")
     embed_batch_size: int = Field(64, gt=0, description="Texts per forward pass of the embedding model.")
     device: str = Field("cpu", description="Torch device for the embedding model, e.g. cpu or cuda.")
@@ -62,9 +72,16 @@ class BalanceConfig(BaseModel):
                                "pasted material. 0 counts every word once.")
     lead_words: float = Field(20.0, gt=0.0, description="How fast the extra weight of leading words fades "
                               "(in words).")
-    tfidf_weight: float = Field(1.0, ge=0.0, description="Hybrid mode: weight of the TF-IDF block against "
+    tfidf_weight: float = Field(0.75, ge=0.0, description="Hybrid mode: weight of the TF-IDF block against "
                                 "the embedding block (each of unit length) before they are joined.")
     # --- clustering (embedding, tfidf and hybrid modes) --------------------------------------------------
+    reduce: Reduction = Field(
+        "auto", description="Reduce the vectors before clustering: umap (UMAP by cosine to "
+        "`umap_components` dimensions, as BERTopic does; needs umap-learn), none (cluster them as they "
+        "are), or auto (umap in embedding and hybrid modes when umap-learn is installed, else none).")
+    umap_neighbors: int = Field(30, ge=2, description="UMAP: neighbours that define the local structure "
+                                "(larger keeps more of the global structure).")
+    umap_components: int = Field(10, ge=2, description="UMAP: dimensions of the reduced vectors.")
     n_topics: int | None = Field(None, ge=1, description="Number of topics; None chooses it by "
                                  "silhouette between `min_topics` and `max_topics`.")
     min_topics: int = Field(5, ge=2, description="Smallest number of topics tried when choosing k.")
@@ -161,6 +178,8 @@ class KSelection(BaseModel):
     """How the number of topics was chosen."""
 
     criterion: str = Field("silhouette (cosine) of k-means on a seeded sample; highest wins")
+    reduction: str = Field("none", description="The space k-means ran in: none (the vectors as they are) "
+                           "or umap (UMAP-reduced vectors).")
     sample: int = Field(0, description="Records the scores were computed on.")
     scores: dict[str, float] = Field(default_factory=dict, description="Score per k tried.")
     chosen: int = 0

@@ -19,15 +19,18 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 
 from curation.pipeline import run_pipeline
 from curation.topics import (
+    TopicCollector,
     TopicError,
     class_tfidf,
     cluster_topics,
     discover_topics,
     embedding_text,
     encode_texts,
+    lead_pooled,
     load_encoder,
     opening_sentence,
     resolve_mode,
+    resolve_reduction,
     term_counts,
     topic_vectors,
 )
@@ -138,6 +141,48 @@ def test_the_embedded_text_is_the_opening_sentence_where_the_task_is_stated():
     assert embedding_text(text, BalanceConfig(embed_text="all")) == text
 
 
+def test_lead_pooling_weighs_the_first_content_tokens_most_and_leaves_out_special_tokens():
+    vectors = np.eye(5, dtype=np.float32)  # token i points along axis i: the pooled vector shows each weight
+    ids = np.array([101, 7, 8, 9, 102])  # [CLS] three words [SEP]
+    special = np.array([101, 102])
+    pooled = lead_pooled(vectors, ids, special, lead_weight=30.0, lead_tokens=5.0)
+    assert pooled[0] == 0 and pooled[4] == 0
+    weights = 1 + 30 * np.exp(-np.arange(3) / 5)  # content positions 0, 1, 2
+    assert pooled[1:4] == pytest.approx(weights / np.linalg.norm(weights), rel=1e-5)
+    plain = lead_pooled(vectors, ids, special, lead_weight=0.0, lead_tokens=5.0)
+    assert plain[1:4] == pytest.approx(np.full(3, 1 / np.sqrt(3)), rel=1e-5)  # weight 0: a plain mean
+    assert np.linalg.norm(lead_pooled(vectors[:2], ids[[0, 4]], special, 30.0, 5.0)) == pytest.approx(1.0)
+
+
+def test_auto_reduction_is_umap_in_embedding_modes_only_and_none_without_umap_learn(monkeypatch):
+    config = BalanceConfig()
+    assert resolve_reduction(config, "tfidf") == "none"  # tfidf stays the fast mode
+    assert resolve_reduction(BalanceConfig(reduce="umap"), "tfidf") == "umap"
+    assert resolve_reduction(BalanceConfig(reduce="none"), "hybrid") == "none"
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    assert resolve_reduction(config, "hybrid") == "none"
+    with pytest.raises(TopicError, match="umap-learn"):
+        TopicCollector(BalanceConfig(mode="tfidf", reduce="umap"), None)  # type: ignore[arg-type]
+
+
+def test_umap_reduction_recovers_generated_topics_and_chooses_k_in_the_reduced_space():
+    pytest.importorskip("umap", reason="umap-learn is not installed (reduce: umap needs it)")
+    texts, labels = generated_prompts(40)  # 160 texts: above the 100 UMAP needs
+    settings = {"mode": "tfidf", "min_topics": 2, "max_topics": 8, "k_candidates": 7}
+    reduced = discover_topics(texts, BalanceConfig(reduce="umap", **settings))
+    assert reduced.k_selection is not None and reduced.k_selection.reduction == "umap"
+    assert "euclidean" in reduced.k_selection.criterion and "UMAP" in reduced.k_selection.criterion
+    assert reduced.k_selection.chosen == 4 and reduced.seconds["reducing"] > 0
+    assert normalized_mutual_info_score(labels, reduced.labels) > 0.95
+    again = discover_topics(texts, BalanceConfig(reduce="umap", **settings))
+    assert np.array_equal(again.labels, reduced.labels)  # seeded: the same topics every run
+    plain = discover_topics(texts, BalanceConfig(**settings))  # auto: tfidf mode is not reduced
+    assert plain.k_selection is not None and plain.k_selection.reduction == "none"
+    assert "cosine" in plain.k_selection.criterion and "reducing" not in plain.seconds
+    few = discover_topics(texts[::4], BalanceConfig(reduce="umap", **settings))  # 40 texts: too few
+    assert few.k_selection is not None and few.k_selection.reduction == "none"
+
+
 def test_tfidf_mode_runs_the_pipeline_without_importing_torch(tmp_path):
     texts, labels = generated_prompts(15)
     write_chat(tmp_path / "in.jsonl", texts, labels)
@@ -195,6 +240,21 @@ def test_hybrid_mode_in_the_pipeline_joins_embeddings_and_tfidf(tmp_path, encode
     assert report.balance.seconds["embedding"] > 0 and report.balance.seconds["vectorising"] > 0
     assert normalized_mutual_info_score([r["label"] for r in kept], [r["topic"] for r in kept]) > 0.9
     assert max(Counter(r["topic"] for r in kept).values()) <= 0.3 * len(kept)
+
+
+def test_lead_pooled_embeddings_follow_the_opening_request_more_than_mean_pooling(encoder_ready):
+    same_task = ["Write a poem about the ocean, the storms and the sailors who cross it at night",
+                 "Write a poem about tax returns, accounting software and the rules of depreciation"]
+    same_subject = "Explain how tax returns, accounting software and the rules of depreciation work"
+
+    def similarities(pooling: str) -> tuple[float, float]:
+        vectors = encode_texts([*same_task, same_subject], BalanceConfig(pooling=pooling))  # type: ignore[arg-type]
+        return float(vectors[0] @ vectors[1]), float(vectors[1] @ vectors[2])
+
+    lead_task, lead_subject = similarities("lead")
+    mean_task, mean_subject = similarities("mean")
+    # Lead pooling moves the two poems together and the two tax texts (different requests) apart.
+    assert lead_task - lead_subject > mean_task - mean_subject
 
 
 def test_an_embedding_model_that_cannot_be_loaded_is_a_clear_error():
