@@ -85,17 +85,18 @@ def quality() -> None:
     variants: list[tuple[str, dict[str, Any]]] = [
         ("embedding, mean pooling (before)", {"mode": "embedding", **before}),
         ("embedding, lead pooling", {"mode": "embedding", **no_umap}),
-        ("embedding, lead pooling, UMAP", {"mode": "embedding"}),
+        ("embedding, lead pooling, UMAP", {"mode": "embedding", "reduce": "umap"}),
         ("tfidf, no lead weight", {"mode": "tfidf", "lead_weight": 0.0, **no_umap}),
         ("tfidf, lead weight 3", {"mode": "tfidf", **no_umap}),
-        ("tfidf, lead weight 3, UMAP", {"mode": "tfidf"}),
+        ("tfidf, lead weight 3, UMAP", {"mode": "tfidf", "reduce": "umap"}),
         ("hybrid, mean pooling, TF-IDF weight 1 (before)", {"mode": "hybrid", **before}),
-        ("hybrid, lead pooling, TF-IDF weight 0.75", {"mode": "hybrid", **no_umap}),
-        ("hybrid, lead pooling, TF-IDF weight 0.75, UMAP (default)", {"mode": "hybrid"}),
+        ("hybrid, lead pooling, TF-IDF weight 0.75 (default)", {"mode": "hybrid"}),
+        ("hybrid, lead pooling, TF-IDF weight 0.75, UMAP", {"mode": "hybrid", "reduce": "umap"}),
     ]
     embedded: dict[str, tuple[np.ndarray, float]] = {}
     print(f"\n## quality: {len(texts)} Auto-J prompts, {len(set(labels))} labels, UMAP "
-          f"{'installed' if resolve_reduction(BalanceConfig(), 'hybrid') == 'umap' else 'NOT installed'}, load average "
+          f"{'installed' if resolve_reduction(BalanceConfig(reduce='auto'), 'hybrid') == 'umap' else 'NOT installed'}, "
+          "load average "
           f"{os.getloadavg()[0]:.1f}\n")
     print("| mode | k | NMI | NMI vs shuffled labels | AMI | purity | vectors s | reducing s | clustering s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -111,7 +112,7 @@ def quality() -> None:
                   f"{adjusted_mutual_info_score(labels, found.labels):.3f} | {purity(labels, found.labels):.3f} | "
                   f"{embed_seconds + seconds.get('vectorising', 0.0):.1f} | {seconds.get('reducing', 0.0):.1f} | "
                   f"{seconds['clustering']:.1f} |")
-    print("\n**Default settings, three seeds** (the seed drives the k-choice sample, UMAP and k-means):\n")
+    print("\n**Default settings, three seeds** (the seed drives the k-choice sample and k-means):\n")
     print("| seed | k chosen | NMI | AMI | purity | silhouette per k tried |\n|---:|---:|---:|---:|---:|---|")
     default = BalanceConfig(mode="hybrid")
     embeddings, _ = embeddings_for(texts, default, embedded)
@@ -164,7 +165,7 @@ def ceiling() -> None:
     terms = term_counts(texts, len(texts), config.lead_weight, config.lead_words)
     print("\n## ceiling: labels predicted by logistic regression (5-fold cross-validation)\n")
     print("| vectors | accuracy | NMI | AMI |\n|---|---:|---:|---:|")
-    for name, mode in (("hybrid (default, before UMAP)", "hybrid"), ("embedding (lead pooling)", "embedding"),
+    for name, mode in (("hybrid (default)", "hybrid"), ("embedding (lead pooling)", "embedding"),
                        ("tfidf", "tfidf")):
         vectors = topic_vectors(mode, embeddings, terms, config, {})
         predicted = cross_val_predict(LogisticRegression(C=10.0, max_iter=2000), vectors, labels, cv=5)
@@ -223,8 +224,8 @@ def speed(work: Path, n_records: int) -> None:
     speed_input(source, n_records)
     runs: dict[str, tuple[float, BalanceReport]] = {}
     for mode, settings in (("field", {"topic_field": "source"}), ("tfidf", {"mode": "tfidf"}),
-                           ("embedding", {"mode": "embedding"}), ("hybrid, no UMAP", {"mode": "hybrid", "reduce": "none"}),
-                           ("hybrid (default)", {"mode": "hybrid"})):
+                           ("embedding", {"mode": "embedding"}), ("hybrid (default)", {"mode": "hybrid"}),
+                           ("hybrid, UMAP", {"mode": "hybrid", "reduce": "umap"})):
         spec = CurationSpec.model_validate({"steps": ["validate", "balance"], "validate": {"require_assistant": False},
                                             "balance": {**settings, "max_share": 0.2}})
         started = time.perf_counter()

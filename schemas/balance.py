@@ -76,9 +76,10 @@ class BalanceConfig(BaseModel):
                                 "the embedding block (each of unit length) before they are joined.")
     # --- clustering (embedding, tfidf and hybrid modes) --------------------------------------------------
     reduce: Reduction = Field(
-        "auto", description="Reduce the vectors before clustering: umap (UMAP by cosine to "
-        "`umap_components` dimensions, as BERTopic does; needs umap-learn), none (cluster them as they "
-        "are), or auto (umap in embedding and hybrid modes when umap-learn is installed, else none).")
+        "none", description="Reduce the vectors before clustering: none (cluster them as they are; the "
+        "default: faster, and NMI at the chosen k is as good), umap (UMAP by cosine to `umap_components` "
+        "dimensions, as BERTopic does; needs `pip install 'assay[umap]'`; higher AMI on Auto-J), or auto "
+        "(umap in embedding and hybrid modes when umap-learn is installed, else none).")
     umap_neighbors: int = Field(30, ge=2, description="UMAP: neighbours that define the local structure "
                                 "(larger keeps more of the global structure).")
     umap_components: int = Field(10, ge=2, description="UMAP: dimensions of the reduced vectors.")
