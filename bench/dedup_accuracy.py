@@ -107,7 +107,11 @@ def _journal_initials(journal: str) -> str:
 
 
 def _title_without_notes(title: str) -> str:
-    """Drops bracketed notes: '[Erratum appears in ...]', '[German]', '(vol 360, pg 542, 2009)'."""
+    """Drops bracketed notes: '[Erratum appears in ...]', '[German]', '(vol 360, pg 542, 2009)'; a title
+    that is itself bracketed (a translated title, '[Clinical aspects of ...]. [Japanese]') is unwrapped."""
+    title = title.strip()
+    if title.startswith("[") and "]" in title:
+        title = title[1:].replace("]", " ", 1)
     while True:  # innermost first: notes nest ('[Erratum ... Note: Philipp, Thomas [added]]')
         stripped = re.sub(r"\[[^\[\]]*\]|\([^()]*\)", " ", title)
         if stripped == title:
@@ -161,26 +165,40 @@ BIB_SETTINGS: list[tuple[str, str, DedupConfig]] = [
 ]
 
 
+def bib_scores(name: str, style: str, config: DedupConfig, work: Path) -> tuple[int, int, float, float, float]:
+    """Records, true pairs, and pairwise precision, recall, F1 of one setting on one bib-dedupe dataset."""
+    records, clusters = bib_records(name)
+    texts = [bib_text(r, style) for r in records]
+    ids = [r["ID"] for r in records]
+    truth = pairs_of(clusters)
+    sketches = sketch(texts, config, work, f"bib-{name}")
+    result = cluster_duplicates(sketches, np.ones(len(ids), bool), np.array([len(t) for t in texts]),
+                                np.zeros(len(ids)), config, conflict_keys(records, config))
+    groups: dict[int, list[str]] = {}
+    for i, c in enumerate(result.cluster.tolist()):
+        if c >= 0:
+            groups.setdefault(c, []).append(ids[i])
+    predicted = pairs_of(list(groups.values()))
+    return (len(ids), len(truth),
+            *prf(len(predicted & truth), len(predicted - truth), len(truth - predicted)))
+
+
 def bib_dedupe(work: Path) -> list[str]:
+    datasets = ("haematology", "stroke")
     lines = ["| dataset | records | true pairs | setting | precision | recall | F1 |",
              "|---|---:|---:|---|---:|---:|---:|"]
-    for name in ("haematology", "stroke"):
-        records, clusters = bib_records(name)
+    for name in datasets:
         for label, style, config in BIB_SETTINGS:
-            texts = [bib_text(r, style) for r in records]
-            ids = [r["ID"] for r in records]
-            truth = pairs_of(clusters)
-            sketches = sketch(texts, config, work, f"bib-{name}")
-            result = cluster_duplicates(sketches, np.ones(len(ids), bool), np.array([len(t) for t in texts]),
-                                        np.zeros(len(ids)), config, conflict_keys(records, config))
-            groups: dict[int, list[str]] = {}
-            for i, c in enumerate(result.cluster.tolist()):
-                if c >= 0:
-                    groups.setdefault(c, []).append(ids[i])
-            predicted = pairs_of(list(groups.values()))
-            precision, recall, f1 = prf(len(predicted & truth), len(predicted - truth), len(truth - predicted))
-            lines.append(f"| {name} | {len(ids)} | {len(truth)} | {label} | {precision:.3f} | {recall:.3f} | "
-                         f"{f1:.3f} |")
+            records, pairs, precision, recall, f1 = bib_scores(name, style, config, work)
+            lines.append(f"| {name} | {records} | {pairs} | {label} | {precision:.3f} | {recall:.3f} | {f1:.3f} |")
+    thresholds = (0.6, 0.65, 0.7, 0.75, 0.8)
+    lines += ["", "Sensitivity of the normalised setting (conflict year, volume): F1 haematology / stroke.", "",
+              "| char n-gram | " + " | ".join(f"threshold {t}" for t in thresholds) + " |",
+              "|---:|" + "---:|" * len(thresholds)]
+    for ngram in (3, 4, 5):
+        cells = [" / ".join(f"{bib_scores(name, 'normalised', _char(ngram, t, **_YEAR_VOLUME), work)[4]:.3f}"
+                            for name in datasets) for t in thresholds]
+        lines.append(f"| {ngram} | " + " | ".join(cells) + " |")
     return lines
 
 
