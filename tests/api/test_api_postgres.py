@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pgserver
 import pytest
 
 from api.store import Store
@@ -21,8 +20,12 @@ from api.testing import ServerProcess, upload, wait_for_job
 
 @pytest.fixture(scope="module")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # the socket path must stay short (PostgreSQL's limit is ~100 bytes)
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    with pytest.MonkeyPatch.context() as patch:
+        # pgserver keeps a lock under the user's runtime folder; CI machines often have none
+        patch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
+        import pgserver  # reads the runtime folder when imported
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
     socket_dir = server.get_uri().split("host=", 1)[1]
     server.psql("CREATE DATABASE assay_test;")
     yield f"postgresql+psycopg://postgres@/assay_test?host={socket_dir}"
