@@ -103,15 +103,17 @@ def benchmark_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def string_fields(value: Any) -> Iterator[str]:
-    """Every string inside an item, however nested (questions, passages, choices, solutions)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for inner in value.values():
-            yield from string_fields(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from string_fields(inner)
+    """Every string inside an item, however nested (questions, passages, choices, solutions), in order.
+    An explicit stack, not recursion: JSON may nest deeper than Python's recursion limit."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            yield current
+        elif isinstance(current, dict):
+            stack.extend(reversed(list(current.values())))
+        elif isinstance(current, list):
+            stack.extend(reversed(current))
 
 
 def prompt_text(obj: Any, min_words: int = 8) -> str:
@@ -142,7 +144,8 @@ def _item_name(obj: Any, fallback: str) -> str:
 
 def _open_text(path: Path) -> bytes:
     data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix.lower() == ".gz" else data
+    data = gzip.decompress(data) if path.suffix.lower() == ".gz" else data
+    return data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, as the training-data reader allows
 
 
 def read_benchmark(path: Path, min_words: int = 8) -> list[BenchmarkItem]:

@@ -76,6 +76,8 @@ def conflict_keys(records: Sequence[Record], config: DedupConfig) -> np.ndarray:
             value = record.get(name)
             if value is None or isinstance(value, (dict, list)):
                 continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # 2020.0 (a column read by pandas) is the year 2020
             text = normalise_text(str(value), n.nfkc, n.casefold, True, n.strip_punctuation).strip()
             if text:
                 keys[row, col] = xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogatepass")) or 1
@@ -194,13 +196,19 @@ def cluster_duplicates(sketches: Sketches, eligible: np.ndarray, lengths: np.nda
         new_group = np.concatenate(([True], sketches.exact[order[1:]] != sketches.exact[order[:-1]]))
         firsts = order[new_group]  # the earliest record of each exact group (the sort is stable)
         repeats = ~new_group
-        apart: list[int] = []  # exact copies whose conflict fields differ from their group's first
+        # Each copy joins the group's first record; with conflict fields, a copy that cannot join it
+        # tries the group's other representatives (one per conflict value seen so far) or becomes one.
+        apart: dict[int, list[int]] = {}  # group's first record -> representatives besides it
         for i, j in zip(firsts[np.cumsum(new_group) - 1][repeats].tolist(), order[repeats].tolist(), strict=True):
-            if not union.union(i, j):
-                result.conflicting_pairs += 1
-                apart.append(j)
-        # one record per exact group goes on to the near search, with the copies that could not join it
-        members = np.sort(np.concatenate([firsts, np.asarray(apart, dtype=firsts.dtype)]))
+            if union.union(i, j):
+                continue
+            result.conflicting_pairs += 1
+            others = apart.setdefault(i, [])
+            if not any(union.union(r, j) for r in others):
+                others.append(j)
+        # one record per exact group (per conflict value) goes on to the near search
+        extra = np.asarray([r for others in apart.values() for r in others], dtype=firsts.dtype)
+        members = np.sort(np.concatenate([firsts, extra]))
     if config.near and len(members):
         _link_near_duplicates(sketches, members[sketches.sets.sizes()[members] > 0], config, union, result)
     _choose_representatives(sketches, union.roots(), _ranking_scores(lengths, scores, config), config, result)
@@ -209,6 +217,7 @@ def cluster_duplicates(sketches: Sketches, eligible: np.ndarray, lengths: np.nda
 
 def _link_near_duplicates(sketches: Sketches, members: np.ndarray, config: DedupConfig, union: UnionFind,
                           result: Clusters) -> None:
+    exact_done = config.exact  # exact copies were joined (or kept apart, and counted) already
     started = time.perf_counter()
     bands, rows = lsh_bands(config.threshold, config.num_perm, config.bands, config.rows,
                             config.recall_weight)
@@ -222,7 +231,7 @@ def _link_near_duplicates(sketches: Sketches, members: np.ndarray, config: Dedup
             result.false_positive_pairs += 1
             continue
         result.verified_pairs += 1
-        if not union.union(i, j):
+        if not union.union(i, j) and not (exact_done and sketches.exact[i] == sketches.exact[j]):
             result.conflicting_pairs += 1
     result.seconds_verification = time.perf_counter() - checked if config.verify else 0.0
 

@@ -160,7 +160,8 @@ class DedupReport(BaseModel):
     verified_pairs: int = 0
     false_positive_pairs: int = Field(default=0, description="LSH candidate pairs below the threshold, discarded.")
     conflicting_pairs: int = Field(
-        default=0, description="Duplicate pairs not joined because their `conflict_fields` values differ.")
+        default=0, description="Duplicate pairs (exact, or verified near) not joined because their clusters "
+                               "hold different `conflict_fields` values.")
     chained_removals: int = Field(
         default=0, description="Removed records whose similarity to the kept one is below the threshold (linked "
                        "through another member of their cluster).")

@@ -225,3 +225,12 @@ def test_planted_items_edited_every_eight_to_ten_words_are_caught_and_alpaca_is_
     texts = {r["id"]: "\n\n".join(m["content"] for m in r["messages"]) for r in records}
     ngram_only = Decontaminator.build(paths, "ngram").match([texts[rid] for rid in planted])
     assert sum(hit is not None for hit in ngram_only) < 0.25 * len(planted)
+
+
+def test_deeply_nested_items_and_a_byte_order_mark_are_read(tmp_path):
+    question = b'"What is the boiling point of water at sea level in degrees Celsius exactly?"'
+    depth = 1020  # deeper than Python's recursion limit, within what orjson reads
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"question": ' + b"[" * depth + question + b"]" * depth + b"}\n")
+    items = read_benchmark(path)
+    assert len(items) == 1 and "boiling point" in items[0].texts[0]

@@ -185,6 +185,23 @@ def test_conflict_fields_keep_apart_records_whose_values_differ(tmp_path):
     assert kept == ["y2009"]
 
 
+def test_exact_copies_with_the_same_conflict_value_are_joined_without_the_near_search(tmp_path):
+    records = [chat(f"r{i}", "Same question?", "Same answer.", year=year) for i, year in enumerate((2020, 2021, 2021))]
+    report, kept, rejected = curate(tmp_path, records, near=False, conflict_fields=["year"])
+    assert kept == ["r0", "r1"]
+    assert rejected["r2"]["reason"] == "exact_duplicate" and rejected["r2"]["details"]["duplicate_of"] == "r1"
+    assert report.dedup is not None and report.dedup.conflicting_pairs == 2  # r1 and r2 against r0
+
+
+def test_a_pair_kept_apart_is_counted_once_and_integral_floats_equal_ints(tmp_path):
+    records = [chat("a", "Same question?", "Same answer.", year=2020),
+               chat("b", "Same question?", "Same answer.", year=2021),
+               chat("c", "Same question?", "Same answer.", year=2021.0)]
+    report, kept, rejected = curate(tmp_path, records, conflict_fields=["year"])
+    assert kept == ["a", "b"] and rejected["c"]["details"]["duplicate_of"] == "b"
+    assert report.dedup is not None and report.dedup.conflicting_pairs == 2
+
+
 # ---------------------------------------------------------------- against a corpus
 
 
