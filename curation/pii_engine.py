@@ -5,6 +5,7 @@ Presidio and spaCy are imported here only; the module is loaded lazily by the PI
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import logging
@@ -100,28 +101,56 @@ def chunk_spans(text: str, size: int = CHUNK_CHARS, overlap: int = CHUNK_OVERLAP
         start = max(space + 1 if space > start else back, start + 1)
 
 
+def merge_windows(text: str, detections: list[Detection]) -> list[Detection]:
+    """Detections of all windows of a long text, each resolved within its window already: only those
+    touching a zone two windows share can overlap each other, so only they are resolved again (the
+    resolution is quadratic in the detections it sees)."""
+    spans = chunk_spans(text)
+    zones = [(spans[i + 1][0], spans[i][1]) for i in range(len(spans) - 1)]
+    shared = [d for d in detections if any(d.start < end and start < d.end for start, end in zones)]
+    if not shared:
+        return sorted(detections)
+    alone = [d for d in detections if not any(d.start < end and start < d.end for start, end in zones)]
+    return sorted(alone + resolve_overlaps(text, shared))
+
+
 def resolve_overlaps(text: str, detections: list[Detection]) -> list[Detection]:
     """Keep the best detection where several overlap; a partly covered one keeps its uncovered part
     (without the separators at its edges, so 'Main St, Springfield' stays two clean spans)."""
+    if not detections:
+        return []
+    # Only detections near each other can overlap: look them up by start (a text of 8,000 e-mail
+    # addresses would otherwise cost 64 million comparisons).
+    longest = max(d.end - d.start for d in detections)
+    by_start = sorted(detections)
+    starts = [d.start for d in by_start]
+
+    def near(d: Detection) -> list[Detection]:
+        return by_start[bisect.bisect_left(starts, d.start - longest):bisect.bisect_left(starts, d.end)]
+
     # A detection inside a longer, at least as sure one goes; so does a name inside an address (NER takes
     # 'Kim Mountain' for a person): splitting the address around it would leave fragments of both.
     # An email inside a span NER calls a person ('Email jo@x.org') stays and wins on its score.
     detections = [d for d in detections if not any(
         o.start <= d.start and d.end <= o.end and (o.end - o.start) > (d.end - d.start)
         and (o.score >= d.score or (o.entity == "STREET_ADDRESS" and d.entity in NER_ENTITIES))
-        for o in detections)]
-    kept: list[Detection] = []
+        for o in near(d))]
+    kept: list[Detection] = []  # disjoint, sorted by start
+    kept_starts: list[int] = []
     for det in sorted(detections, key=lambda d: (-d.score, -(d.end - d.start), d.start)):
         pieces = [(det.start, det.end)]
-        for k in kept:
+        first = max(bisect.bisect_left(kept_starts, det.start) - 1, 0)
+        for k in kept[first:bisect.bisect_left(kept_starts, det.end)]:
             pieces = [p for s, e in pieces for p in ((s, min(e, k.start)), (max(s, k.end), e)) if p[0] < p[1]]
         for s, e in pieces:
             value = text[s:e]
             s += len(value) - len(value.lstrip(_EDGE))
             e -= len(value) - len(value.rstrip(_EDGE))
             if e - s >= 2:
-                kept.append(Detection(s, e, det.entity, det.score))
-    return sorted(kept)
+                at = bisect.bisect_left(kept_starts, s)
+                kept.insert(at, Detection(s, e, det.entity, det.score))
+                kept_starts.insert(at, s)
+    return kept
 
 
 class Surrogates:
@@ -207,7 +236,7 @@ class PiiEngine:
         for (k, start, _), piece, artifacts in zip(windows, pieces, self._artifacts(pieces), strict=True):
             found[k].extend(d._replace(start=d.start + start, end=d.end + start)
                             for d in self._analyze_one(piece, artifacts))
-        fresh = {text: resolve_overlaps(text, dets) if len(text) > CHUNK_CHARS else dets
+        fresh = {text: merge_windows(text, dets) if len(text) > CHUNK_CHARS else dets
                  for text, dets in zip(todo, found, strict=True)}
         for text, detections in fresh.items():
             if len(text) <= _CACHE_TEXT_CHARS:

@@ -3,6 +3,7 @@ the rescan, scrubbed rejects and reports, and accuracy on labelled public data."
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 
 from curation.pii import PiiStep, process_records
 from curation.pii_accuracy import load_presidio_generated, score
-from curation.pii_engine import CHUNK_CHARS, PiiEngine, chunk_spans
+from curation.pii_engine import CHUNK_CHARS, NER_ENTITIES, Detection, PiiEngine, chunk_spans, resolve_overlaps
 from curation.pipeline import run_pipeline
 from curation.steps import StepContext
 from schemas.curation import CurationSpec
@@ -314,3 +315,34 @@ def test_a_record_the_pii_step_failed_on_is_scrubbed_in_the_rejects(tmp_path: Pa
     assert "john.doe@example.com" not in json.dumps(failed) and "<EMAIL_ADDRESS>" in json.dumps(failed)
     assert "4111 1111 1111 1111" not in earlier["raw"]
     assert step.report.rejects_scrubbed == 2
+
+
+def _resolve_by_brute_force(text: str, detections: list[Detection]) -> list[Detection]:
+    """The overlap rules of resolve_overlaps checked against every other detection (the reference)."""
+    detections = [d for d in detections if not any(
+        o.start <= d.start and d.end <= o.end and (o.end - o.start) > (d.end - d.start)
+        and (o.score >= d.score or (o.entity == "STREET_ADDRESS" and d.entity in NER_ENTITIES))
+        for o in detections)]
+    kept: list[Detection] = []
+    for det in sorted(detections, key=lambda d: (-d.score, -(d.end - d.start), d.start)):
+        covered = [i for k in kept for i in range(k.start, k.end)]
+        free = [i for i in range(det.start, det.end) if i not in covered]
+        runs = [list(g) for _, g in itertools.groupby(free, key=lambda i, c=itertools.count(): i - next(c))]
+        for run in runs:
+            s, e = run[0], run[-1] + 1
+            value = text[s:e]
+            s += len(value) - len(value.lstrip(" \t\r\n,;:"))
+            e -= len(value) - len(value.rstrip(" \t\r\n,;:"))
+            if e - s >= 2:
+                kept.append(Detection(s, e, det.entity, det.score))
+    return sorted(kept)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab ,", min_size=40, max_size=80),
+       st.lists(st.tuples(st.integers(0, 70), st.integers(1, 12), st.sampled_from(["PERSON", "EMAIL_ADDRESS",
+                                                                                    "STREET_ADDRESS"]),
+                          st.sampled_from([0.4, 0.6, 0.85, 1.0])), max_size=12))
+def test_overlap_resolution_matches_the_brute_force_rules(text: str, raw: list[tuple[int, int, str, float]]) -> None:
+    detections = [Detection(s, min(s + n, len(text)), entity, score) for s, n, entity, score in raw if s < len(text)]
+    assert resolve_overlaps(text, detections) == _resolve_by_brute_force(text, detections)
