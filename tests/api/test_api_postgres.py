@@ -7,7 +7,7 @@ the schema, JSON columns, concurrent job claiming by several worker processes, a
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from api.testing import ServerProcess, upload, wait_for_job
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def new_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
+    """Creates a database on one PostgreSQL server for this module and returns its SQLAlchemy URL."""
     with pytest.MonkeyPatch.context() as patch:
         # pgserver keeps a lock under the user's runtime folder; CI machines often have none
         patch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
@@ -27,9 +28,20 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
     socket_dir = server.get_uri().split("host=", 1)[1]
-    server.psql("CREATE DATABASE assay_test;")
-    yield f"postgresql+psycopg://postgres@/assay_test?host={socket_dir}"
-    server.cleanup()
+
+    def create(name: str) -> str:
+        server.psql(f"CREATE DATABASE {name};")
+        return f"postgresql+psycopg://postgres@/{name}?host={socket_dir}"
+
+    try:
+        yield create
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(new_database: Callable[[str], str]) -> str:
+    return new_database("assay_test")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +74,9 @@ def test_curation_jobs_run_end_to_end_on_postgresql(pg_server: ServerProcess, sm
         store.dispose()
 
 
-def test_concurrent_claims_on_postgresql_hand_each_job_to_one_worker(postgres_url: str) -> None:
+def test_concurrent_claims_on_postgresql_hand_each_job_to_one_worker(new_database: Callable[[str], str]) -> None:
+    # its own database: the running server's supervisor would fail jobs whose worker never beats
+    postgres_url = new_database("assay_claims")
     store = Store(postgres_url)
     store.create_schema()
     created = [store.insert_job(kind="pg-claim-test", params={"n": i}, input_file_id=None)["id"] for i in range(40)]
