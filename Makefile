@@ -35,7 +35,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/mypy schemas curation
+	$(BIN)/mypy -p assay
 
 test: setup browser lint typecheck
 	$(BIN)/python -m pytest -q

@@ -10,15 +10,15 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
-from api.artifacts import DataDirLock, clear_folder
-from api.auth import KeyRing, RateLimiter, hash_key
-from api.errors import install_error_handlers
-from api.jobs import JOB_KINDS
-from api.routes import curation, files, health, reports
-from api.runner import Runner
-from api.settings import Settings
-from api.store import Store
-from api.upload_check import UploadChecker
+from assay.api.artifacts import DataDirLock, clear_folder
+from assay.api.auth import KeyRing, RateLimiter, hash_key
+from assay.api.errors import install_error_handlers
+from assay.api.jobs import JOB_KINDS
+from assay.api.routes import curation, files, health, reports
+from assay.api.runner import Runner
+from assay.api.settings import Settings
+from assay.api.store import Store
+from assay.api.upload_check import UploadChecker
 
 log = logging.getLogger("assay.api")
 API_VERSION = "1.0.0"
@@ -73,7 +73,7 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             components.pop(name, None)
         from pydantic.json_schema import models_json_schema
 
-        from schemas.report import QualityReport
+        from assay.schemas.report import QualityReport
 
         _, extra = models_json_schema([(QualityReport, "serialization")],
                                       ref_template="#/components/schemas/{model}")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import APIError
-from api.store import Store
+from assay.api.errors import APIError
+from assay.api.store import Store
 
 KEY_PREFIX = "sk-assay-"
 REFRESH_S = 2.0

@@ -38,9 +38,9 @@ def validate(
     """Check every record of FILE. Exit 0: all valid; 1: some rejected; 2: file unreadable or bad arguments."""
     import orjson
 
-    from curation.validate import InputFileError, validate_file
-    from schemas.records import RecordFormat
-    from schemas.validation import ValidateConfig
+    from assay.curation.validate import InputFileError, validate_file
+    from assay.schemas.records import RecordFormat
+    from assay.schemas.validation import ValidateConfig
 
     if format not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}, got '{format}'")
@@ -164,8 +164,8 @@ def curate(
     """Run the curation pipeline on INPUT and write curated.jsonl, rejected.jsonl and the quality report."""
     from pydantic import ValidationError
 
-    from curation.reader import InputFileError
-    from schemas.curation import CurationSpec
+    from assay.curation.reader import InputFileError
+    from assay.schemas.curation import CurationSpec
 
     try:
         spec_data: dict[str, Any] = {}
@@ -199,8 +199,8 @@ def curate(
     except ValueError as exc:
         _fail(str(exc))
         return
-    from curation.pipeline import run_pipeline
-    from curation.steps import StepConfigError
+    from assay.curation.pipeline import run_pipeline
+    from assay.curation.steps import StepConfigError
 
     try:
         with _StepProgress(quiet) as progress:
@@ -208,7 +208,7 @@ def curate(
     except (InputFileError, StepConfigError) as exc:
         _fail(str(exc))
         return
-    from curation.report import render_markdown
+    from assay.curation.report import render_markdown
 
     if not quiet:
         typer.echo(render_markdown(report))
@@ -288,7 +288,7 @@ def schemas_export(
     out: Annotated[Path, typer.Option(help="Folder for the *.json files.")] = Path(__file__).parent.parent / "schemas" / "json",
 ) -> None:
     """Write the JSON Schema of every record format, spec and report to OUT."""
-    from schemas.export import export_schemas
+    from assay.schemas.export import export_schemas
 
     for path in export_schemas(out):
         typer.echo(str(path))
@@ -299,7 +299,7 @@ def schemas_check(
     folder: Annotated[Path, typer.Option(help="Folder holding the exported *.json files.")] = Path(__file__).parent.parent / "schemas" / "json",
 ) -> None:
     """Exit 1 when the exported JSON Schemas differ from the models."""
-    from schemas.export import stale_schemas
+    from assay.schemas.export import stale_schemas
 
     stale = stale_schemas(folder)
     for name in stale:
@@ -316,7 +316,7 @@ def make_tiny_model(
     seed: Annotated[int, typer.Option(help="Random seed for weights.")] = 0,
 ) -> None:
     """Build a tiny Llama-architecture causal LM offline (random weights, locally trained BPE, chat template)."""
-    from training.tiny import build_tiny_model
+    from assay.training.tiny import build_tiny_model
 
     path = build_tiny_model(out, vocab_size=vocab_size, hidden_size=hidden_size, num_layers=layers, seed=seed)
     typer.echo(f"tiny model written to {path}")
@@ -326,8 +326,8 @@ def _register_optional() -> None:
     # The service's commands (serve, keys) live with the service.
     import importlib.util
 
-    if importlib.util.find_spec("api.cli_serve") is not None:
-        from api.cli_serve import register
+    if importlib.util.find_spec("assay.api.cli_serve") is not None:
+        from assay.api.cli_serve import register
 
         register(app)
 

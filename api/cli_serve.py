@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from api.settings import Settings
-    from api.store import Store
+    from assay.api.settings import Settings
+    from assay.api.store import Store
 
 DATA_DIR_HELP = "Folder for the database, uploads and artifacts [env: ASSAY_DATA_DIR; default ./assay-data]."
 
@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _store_for(data_dir: Path | None, database_url: str | None) -> tuple[Settings, Store]:
-    from api.settings import Settings
-    from api.store import Store
+    from assay.api.settings import Settings
+    from assay.api.store import Store
 
     settings = Settings.from_env(data_dir=data_dir, database_url=database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -53,8 +53,8 @@ def serve(
     """Run the REST API (OpenAPI at /openapi.json, docs at /docs) with its job workers."""
     import uvicorn
 
-    from api.app import create_app
-    from api.settings import is_loopback
+    from assay.api.app import create_app
+    from assay.api.settings import is_loopback
 
     try:
         settings, store = _store_for(data_dir, database_url)
@@ -85,7 +85,7 @@ def keys_add(
     database_url: str | None = typer.Option(None, "--database-url", help="SQLAlchemy URL."),
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
-    from api.auth import generate_key, hash_key
+    from assay.api.auth import generate_key, hash_key
 
     _, store = _store_for(data_dir, database_url)
     key = generate_key()

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.models import ErrorResponse
+from assay.api.models import ErrorResponse
 
 log = logging.getLogger("assay.api")
 

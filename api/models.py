@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.curation import CurationSpec
-from schemas.validation import ValidationSummary
+from assay.schemas.curation import CurationSpec
+from assay.schemas.validation import ValidationSummary
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 FileStatus = Literal["uploaded", "processed", "error"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from api.settings import Settings
-from api.store import Store
-from api.worker import worker_main
+from assay.api.settings import Settings
+from assay.api.store import Store
+from assay.api.worker import worker_main
 
 log = logging.getLogger("assay.runner")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from api.process import become_server_child
+from assay.api.process import become_server_child
 
 
 def check_upload(path: str, display_name: str) -> dict[str, Any]:
@@ -13,7 +13,7 @@ def check_upload(path: str, display_name: str) -> dict[str, Any]:
 
     Messages name the file by the name the client gave, never by its path on the server.
     """
-    from curation.validate import InputFileError, validate_file
+    from assay.curation.validate import InputFileError, validate_file
 
     try:
         summary = validate_file(path)
@@ -26,7 +26,7 @@ def check_upload(path: str, display_name: str) -> dict[str, Any]:
 
 
 def _preload() -> int:
-    import curation.validate  # noqa: F401
+    import assay.curation.validate  # noqa: F401
 
     return os.getpid()
 

@@ -11,7 +11,7 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from api.errors import APIError
+from assay.api.errors import APIError
 
 # Client file names only choose among these suffixes; the name itself never reaches the file system.
 SUFFIXES: tuple[tuple[str, str], ...] = (

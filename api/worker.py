@@ -11,11 +11,11 @@ import time
 import traceback
 from typing import Any
 
-from api.jobs import load_job_function
-from api.jobs.context import JobCancelled, JobContext, JobFailed
-from api.process import become_server_child
-from api.settings import Settings
-from api.store import Store
+from assay.api.jobs import load_job_function
+from assay.api.jobs.context import JobCancelled, JobContext, JobFailed
+from assay.api.process import become_server_child
+from assay.api.settings import Settings
+from assay.api.store import Store
 
 log = logging.getLogger("assay.worker")
 

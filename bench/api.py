@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -21,9 +20,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from api.testing import ServerProcess, upload, wait_for_job, write_chat_jsonl, write_sized_jsonl  # noqa: E402
+from assay.api.testing import ServerProcess, upload, wait_for_job, write_chat_jsonl, write_sized_jsonl  # noqa: E402
 
 
 @dataclass

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.contamination import BenchmarkItem, Decontaminator, Method, read_items  # noqa: E402
+from assay.curation.contamination import BenchmarkItem, Decontaminator, Method, read_items  # noqa: E402
 
 DATA = Path(os.environ.get("ASSAY_EXTERNAL_DATA", ROOT.parent / "shared" / "data"))
 BENCHMARKS = ("benchmarks/gsm8k/test.jsonl", "benchmarks/arc_easy/validation.json", "benchmarks/agieval")

@@ -31,16 +31,16 @@ import xxhash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.dedup import Sketcher, cluster_duplicates  # noqa: E402
-from curation.dedup_index import Sketches, SketchStore  # noqa: E402
-from curation.minhash import (  # noqa: E402
+from assay.curation.dedup import Sketcher, cluster_duplicates  # noqa: E402
+from assay.curation.dedup_index import Sketches, SketchStore  # noqa: E402
+from assay.curation.minhash import (  # noqa: E402
     band_keys,
     candidate_pairs,
     lsh_bands,
     normalise_text,
     shingles,
 )
-from schemas.dedup import DedupConfig  # noqa: E402
+from assay.schemas.dedup import DedupConfig  # noqa: E402
 
 BATCH = 512
 

@@ -29,10 +29,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.dedup import Sketcher, cluster_duplicates, conflict_keys  # noqa: E402
-from curation.dedup_index import CorpusLookup, Sketches, SketchStore  # noqa: E402
-from curation.minhash import jaccard, lsh_bands  # noqa: E402
-from schemas.dedup import DedupConfig  # noqa: E402
+from assay.curation.dedup import Sketcher, cluster_duplicates, conflict_keys  # noqa: E402
+from assay.curation.dedup_index import CorpusLookup, Sketches, SketchStore  # noqa: E402
+from assay.curation.minhash import jaccard, lsh_bands  # noqa: E402
+from assay.schemas.dedup import DedupConfig  # noqa: E402
 
 DATA = Path(os.environ.get("ASSAY_EXTERNAL_DATA", ROOT.parent / "shared" / "data"))
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation.steps import StepContext  # noqa: E402
-from schemas.curation import CurationSpec  # noqa: E402
-from schemas.report import QualityReport  # noqa: E402
+from assay.curation.steps import StepContext  # noqa: E402
+from assay.schemas.curation import CurationSpec  # noqa: E402
+from assay.schemas.report import QualityReport  # noqa: E402
 
 PRESIDIO_ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE",
                      "IP_ADDRESS", "LOCATION"]
@@ -65,7 +63,7 @@ def presidio_loop(records: list[dict[str, Any]], model: str) -> float:
 
 
 def assay_step(records: list[dict[str, Any]]) -> tuple[float, Any]:
-    from curation.pii import PiiStep
+    from assay.curation.pii import PiiStep
 
     spec = CurationSpec.model_validate({"steps": ["validate", "pii"]})
     with tempfile.TemporaryDirectory() as work:

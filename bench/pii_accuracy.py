@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation.pii_accuracy import LabelledText, Scores, load_conll, load_presidio_generated, score  # noqa: E402
-from curation.pii_engine import PiiEngine  # noqa: E402
-from schemas.pii import PiiConfig  # noqa: E402
+from assay.curation.pii_accuracy import LabelledText, Scores, load_conll, load_presidio_generated, score  # noqa: E402
+from assay.curation.pii_engine import PiiEngine  # noqa: E402
+from assay.schemas.pii import PiiConfig  # noqa: E402
 
 DATA = Path(os.environ.get("ASSAY_EXTERNAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PRESIDIO_ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE",

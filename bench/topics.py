@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from curation.pipeline import run_pipeline  # noqa: E402
-from curation.topics import (  # noqa: E402
+from assay.curation.pipeline import run_pipeline  # noqa: E402
+from assay.curation.topics import (  # noqa: E402
     TopicAssignment,
     cluster_topics,
     embedding_text,
@@ -46,8 +46,8 @@ from curation.topics import (  # noqa: E402
     term_counts,
     topic_vectors,
 )
-from schemas.balance import BalanceConfig, BalanceReport  # noqa: E402
-from schemas.curation import CurationSpec  # noqa: E402
+from assay.schemas.balance import BalanceConfig, BalanceReport  # noqa: E402
+from assay.schemas.curation import CurationSpec  # noqa: E402
 
 
 def data_dir() -> Path:

@@ -45,8 +45,8 @@ def run_mode(mode: str, path: Path) -> None:
     import orjson
     from pydantic import ValidationError
 
-    from curation.validate import validate_file
-    from schemas.records import ChatRecord
+    from assay.curation.validate import validate_file
+    from assay.schemas.records import ChatRecord
 
     records = valid = 0
     started = time.perf_counter()

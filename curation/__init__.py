@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from curation.pipeline import run_pipeline as run_pipeline
+    from assay.curation.pipeline import run_pipeline as run_pipeline
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so `import curation` stays cheap for the CLI.
     if name == "run_pipeline":
-        from curation.pipeline import run_pipeline
+        from assay.curation.pipeline import run_pipeline
 
         return run_pipeline
     raise AttributeError(name)

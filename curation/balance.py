@@ -15,11 +15,11 @@ import numpy as np
 import orjson
 import xxhash
 
-from curation.steps import Batch, Record, Step, StepContext, record_text
-from curation.topics import TopicAssignment, TopicCollector, TopicError
-from schemas.balance import BalanceConfig, BalanceReport, TopicCount, TopicInfo, TopicsFile
-from schemas.curation import CurationSpec
-from schemas.report import QualityReport
+from assay.curation.steps import Batch, Record, Step, StepContext, record_text
+from assay.curation.topics import TopicAssignment, TopicCollector, TopicError
+from assay.schemas.balance import BalanceConfig, BalanceReport, TopicCount, TopicInfo, TopicsFile
+from assay.schemas.curation import CurationSpec
+from assay.schemas.report import QualityReport
 
 log = logging.getLogger(__name__)
 

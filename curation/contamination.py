@@ -25,8 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from curation.minhash import ShingleSets, fmix64, normalise_text, shingle_sets, word_units, xxh32_ranges
-from curation.steps import StepConfigError
+from assay.curation.minhash import ShingleSets, fmix64, normalise_text, shingle_sets, word_units, xxh32_ranges
+from assay.curation.steps import StepConfigError
 
 BENCHMARK_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 # Fields that hold what a model is asked (compared by the MinHash method); answers and solutions are not:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from curation.contamination import ContaminationMatch, Decontaminator
-from curation.dedup_index import (
+from assay.curation.contamination import ContaminationMatch, Decontaminator
+from assay.curation.dedup_index import (
     CorpusLookup,
     CorpusMatch,
     Sketches,
@@ -25,7 +25,7 @@ from curation.dedup_index import (
     load_index,
     save_index,
 )
-from curation.minhash import (
+from assay.curation.minhash import (
     KeyedUnionFind,
     MinHasher,
     ShingleSets,
@@ -38,10 +38,10 @@ from curation.minhash import (
     normalise_text,
     shingle_sets,
 )
-from curation.steps import Batch, Record, SpillFile, Step, StepConfigError, StepContext, record_text
-from schemas.curation import CurationSpec
-from schemas.dedup import ClusterExample, ClusterMember, ContaminationHits, DedupConfig, DedupReport
-from schemas.report import QualityReport
+from assay.curation.steps import Batch, Record, SpillFile, Step, StepConfigError, StepContext, record_text
+from assay.schemas.curation import CurationSpec
+from assay.schemas.dedup import ClusterExample, ClusterMember, ContaminationHits, DedupConfig, DedupReport
+from assay.schemas.report import QualityReport
 
 log = logging.getLogger("assay.dedup")
 
@@ -136,8 +136,8 @@ EMPTY_TEXT_HASH = np.uint64(xxhash.xxh3_64_intdigest(b""))
 
 def sketch_dataset(path: Path, sketcher: Sketcher, work_dir: Path, name: str, batch_size: int) -> Sketches:
     """Sketches of every valid record of a dataset file (a curated corpus given with --against)."""
-    from curation.validate import Validator
-    from schemas.validation import ValidateConfig
+    from assay.curation.validate import Validator
+    from assay.schemas.validation import ValidateConfig
 
     store = SketchStore(work_dir, name, sketcher.config.num_perm)
     validator = Validator(path, ValidateConfig.model_validate({"reject_duplicate_ids": False, "require_assistant": False}))

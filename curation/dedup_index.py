@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from curation.minhash import ShingleSets, band_keys, estimated_jaccard, jaccard
-from curation.steps import StepConfigError
+from assay.curation.minhash import ShingleSets, band_keys, estimated_jaccard, jaccard
+from assay.curation.steps import StepConfigError
 
 INDEX_FORMAT = "assay-dedup-index"
 INDEX_VERSION = 1

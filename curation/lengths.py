@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.steps import Record, StepConfigError, message_text
-from schemas.report import LengthSection, LengthStats
+from assay.curation.steps import Record, StepConfigError, message_text
+from assay.schemas.report import LengthSection, LengthStats
 
 # Edges 0, 1, then x1.1 up to 10^8 characters: quantiles within 10%, ~200 bins, fixed memory.
 _EDGES = np.concatenate([[0.0, 1.0], np.unique(np.round(1.1 ** np.arange(1, 194)))])

@@ -13,11 +13,11 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from curation.pii_engine import PiiEngine, Redaction
-from curation.steps import Batch, Record, Step, StepContext
-from schemas.curation import CurationSpec
-from schemas.pii import PiiConfig, PiiReport, RedactedExample
-from schemas.report import QualityReport
+from assay.curation.pii_engine import PiiEngine, Redaction
+from assay.curation.steps import Batch, Record, Step, StepContext
+from assay.schemas.curation import CurationSpec
+from assay.schemas.pii import PiiConfig, PiiReport, RedactedExample
+from assay.schemas.report import QualityReport
 
 Path = tuple[str | int, ...]
 EXAMPLE_CHARS = 300

@@ -22,7 +22,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NlpEngineProvi
 from presidio_anonymizer import AnonymizerEngine  # noqa: E402
 from presidio_anonymizer.entities import OperatorConfig  # noqa: E402
 
-from curation.pii_recognizers import (  # noqa: E402
+from assay.curation.pii_recognizers import (  # noqa: E402
     LenientPhoneRecognizer,
     LongCardRecognizer,
     PersonContextRecognizer,
@@ -30,8 +30,8 @@ from curation.pii_recognizers import (  # noqa: E402
     custom_recognizer,
     entities_worth_checking,
 )
-from curation.steps import StepConfigError  # noqa: E402
-from schemas.pii import HASH_SALT_ENV, PiiConfig  # noqa: E402
+from assay.curation.steps import StepConfigError  # noqa: E402
+from assay.schemas.pii import HASH_SALT_ENV, PiiConfig  # noqa: E402
 
 LANGUAGE = "en"
 DEFAULT_SALT = "assay-pii-v1"

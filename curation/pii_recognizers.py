@@ -20,7 +20,7 @@ from presidio_analyzer import (
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
-from schemas.pii import CustomRecognizer
+from assay.schemas.pii import CustomRecognizer
 
 # Street types in English and the European languages street names in real data come in. Words
 # that also occur in ordinary prose ("way", "place", "court") only count after a building number.

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 
-from curation.lengths import LengthProfile
-from curation.steps import Batch, Step, StepContext, load_step_class, record_text
-from curation.validate import Validator
-from schemas.curation import CurationSpec
-from schemas.report import DropExample, QualityReport, StepFunnel
+from assay.curation.lengths import LengthProfile
+from assay.curation.steps import Batch, Step, StepContext, load_step_class, record_text
+from assay.curation.validate import Validator
+from assay.schemas.curation import CurationSpec
+from assay.schemas.report import DropExample, QualityReport, StepFunnel
 
 OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "report.json", "report.html", "report.md")
 STEP_OUTPUT_FILES = ("topics.json",)
@@ -176,7 +176,7 @@ class Pipeline:
         )
         for step in steps:
             step.fill_report(report)
-        from curation.report import write_reports
+        from assay.curation.report import write_reports
 
         write_reports(report, work)
         return report

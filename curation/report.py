@@ -17,7 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 from pydantic import BaseModel
 
-from schemas.report import LengthSection, LengthStats, QualityReport, StepFunnel
+from assay.schemas.report import LengthSection, LengthStats, QualityReport, StepFunnel
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -30,7 +30,7 @@ OPTIONAL_SECTIONS: tuple[tuple[str, str], ...] = (
 )
 """Report sections owned by a step: (attribute of QualityReport, title)."""
 
-SECTION_RENDERERS: dict[str, str] = {"dedup": "curation.dedup", "balance": "curation.balance"}
+SECTION_RENDERERS: dict[str, str] = {"dedup": "assay.curation.dedup", "balance": "assay.curation.balance"}
 """Steps whose module renders its own section (`render_<name>_{markdown,html}`); the others get the
 generic rendering. Listed, not probed: importing a step module can be costly (presidio takes ~8 s)."""
 
@@ -326,7 +326,7 @@ def _example_groups(report: QualityReport) -> list[dict[str, Any]]:
 @lru_cache(maxsize=1)
 def _html_environment() -> Environment:
     # Autoescaping on: ids, previews, messages and paths all come from user data.
-    env = Environment(loader=PackageLoader("curation", "templates"), autoescape=True,
+    env = Environment(loader=PackageLoader("assay.curation", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["num"] = _num
     env.filters["pct"] = lambda part, whole: _pct(part, whole)

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, TypeVar
 
 import orjson
 
-from schemas.curation import CurationSpec
-from schemas.report import QualityReport
+from assay.schemas.curation import CurationSpec
+from assay.schemas.report import QualityReport
 
 Record = dict[str, Any]
 Batch = list[Record]
@@ -193,9 +193,9 @@ class Step(ABC):
 
 
 STEP_CLASSES: dict[str, str] = {
-    "pii": "curation.pii:PiiStep",
-    "dedup": "curation.dedup:DedupStep",
-    "balance": "curation.balance:BalanceStep",
+    "pii": "assay.curation.pii:PiiStep",
+    "dedup": "assay.curation.dedup:DedupStep",
+    "balance": "assay.curation.balance:BalanceStep",
 }
 
 

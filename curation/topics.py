@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from curation.steps import Batch, Record, SpillFile, StepConfigError, record_text
-from schemas.balance import BalanceConfig, KSelection
+from assay.curation.steps import Batch, Record, SpillFile, StepConfigError, record_text
+from assay.schemas.balance import BalanceConfig, KSelection
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix

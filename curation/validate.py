@@ -18,7 +18,7 @@ from typing import IO, Any, Literal
 import msgspec
 import orjson
 
-from curation.reader import (
+from assay.curation.reader import (
     BOM,
     InputFileError,
     RawLine,
@@ -28,9 +28,9 @@ from curation.reader import (
     open_binary,
     sniff_jsonl_container,
 )
-from schemas.errors import ErrorCode, RecordError
-from schemas.records import ROLES, RecordFormat
-from schemas.validation import ValidateConfig, ValidationSummary
+from assay.schemas.errors import ErrorCode, RecordError
+from assay.schemas.records import ROLES, RecordFormat
+from assay.schemas.validation import ValidateConfig, ValidationSummary
 
 MAX_FIRST_ERRORS = 20
 _STR = str

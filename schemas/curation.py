@@ -8,10 +8,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.balance import BalanceConfig
-from schemas.dedup import DedupConfig
-from schemas.pii import PiiConfig
-from schemas.validation import ValidateConfig
+from assay.schemas.balance import BalanceConfig
+from assay.schemas.dedup import DedupConfig
+from assay.schemas.pii import PiiConfig
+from assay.schemas.validation import ValidateConfig
 
 StepName = Literal["validate", "pii", "dedup", "balance"]
 ALL_STEPS: tuple[StepName, ...] = ("validate", "pii", "dedup", "balance")

@@ -7,15 +7,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.curation import CurationSpec
-from schemas.records import (
+from assay.schemas.curation import CurationSpec
+from assay.schemas.records import (
     CanonicalRecord,
     ChatRecord,
     InstructionRecord,
     PromptCompletionRecord,
     TextRecord,
 )
-from schemas.report import QualityReport
+from assay.schemas.report import QualityReport
 
 EXPORTED: dict[str, type[BaseModel]] = {
     "chat_record": ChatRecord,

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from schemas.balance import BalanceReport
-from schemas.dedup import DedupReport
-from schemas.pii import PiiReport
-from schemas.validation import ValidationSummary
+from assay.schemas.balance import BalanceReport
+from assay.schemas.dedup import DedupReport
+from assay.schemas.pii import PiiReport
+from assay.schemas.validation import ValidationSummary
 
 
 class StepFunnel(BaseModel):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.errors import RecordError
-from schemas.records import RecordFormat
+from assay.schemas.errors import RecordError
+from assay.schemas.records import RecordFormat
 
 
 class ValidateConfig(BaseModel):

@@ -7,14 +7,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from api.jobs.context import JobContext
+    from assay.api.jobs.context import JobContext
 
 JobFunction = Callable[["JobContext"], dict[str, Any]]
 
 # Targets are "module:function" strings so the registry can be handed to spawned worker processes and the
 # heavy modules behind a kind are imported only in the worker that runs one.
 JOB_KINDS: dict[str, str] = {
-    "curation": "api.jobs.curation:run_curation_job",
+    "curation": "assay.api.jobs.curation:run_curation_job",
 }
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api.artifacts import publish
-from api.settings import Settings
-from api.store import Store, new_id
+from assay.api.artifacts import publish
+from assay.api.settings import Settings
+from assay.api.store import Store, new_id
 
 
 class JobCancelled(Exception):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from api.jobs.context import JobContext, JobFailed
-from api.store import new_id
+from assay.api.jobs.context import JobContext, JobFailed
+from assay.api.store import new_id
 
 
 def _stem(filename: str) -> str:
@@ -17,11 +17,11 @@ def _stem(filename: str) -> str:
 
 
 def run_curation_job(ctx: JobContext) -> dict[str, Any]:
-    from curation.pipeline import PipelineError, run_pipeline
-    from curation.reader import InputFileError
-    from curation.report import write_reports
-    from curation.steps import StepConfigError
-    from schemas.curation import CurationSpec
+    from assay.curation.pipeline import PipelineError, run_pipeline
+    from assay.curation.reader import InputFileError
+    from assay.curation.report import write_reports
+    from assay.curation.steps import StepConfigError
+    from assay.schemas.curation import CurationSpec
 
     params = ctx.params
     spec = CurationSpec.model_validate(params["spec"])
@@ -61,7 +61,7 @@ def run_curation_job(ctx: JobContext) -> dict[str, Any]:
                                    purpose="curation-rejects", suffix=".jsonl")
     report_id = new_id("file")
     html_path: Path = out_dir / "report.html"
-    from api.artifacts import publish
+    from assay.api.artifacts import publish
 
     publish(html_path, ctx.settings.reports_dir / f"{report_id}.html")
     ctx.publish_file(out_dir / "report.json", filename=f"{stem}.report.json", purpose="curation-report",

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from api.auth import authorize
-from api.deps import get_runner, get_store
-from api.errors import APIError, not_found
-from api.models import (
+from assay.api.auth import authorize
+from assay.api.deps import get_runner, get_store
+from assay.api.errors import APIError, not_found
+from assay.api.models import (
     UPLOAD_PURPOSES,
     CreateCurationJob,
     CurationJob,
@@ -18,9 +18,9 @@ from api.models import (
     JobEvent,
     JobEventList,
 )
-from api.routes.files import COMMON_ERRORS, NOT_FOUND
-from api.runner import Runner
-from api.store import FINAL_STATUSES, CursorNotFound, Store
+from assay.api.routes.files import COMMON_ERRORS, NOT_FOUND
+from assay.api.runner import Runner
+from assay.api.store import FINAL_STATUSES, CursorNotFound, Store
 
 KIND = "curation"
 DATASET_PURPOSES = frozenset(UPLOAD_PURPOSES)

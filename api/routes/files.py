@@ -10,15 +10,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.artifacts import publish
-from api.auth import authorize
-from api.deps import get_settings, get_store
-from api.errors import APIError, not_found
-from api.models import UPLOAD_PURPOSES, ErrorResponse, FileDeleted, FileList, FileObject
-from api.settings import Settings
-from api.store import CursorNotFound, Store, new_id
-from api.upload_check import UploadChecker
-from api.uploads import GZIP_MAGIC, receive_upload
+from assay.api.artifacts import publish
+from assay.api.auth import authorize
+from assay.api.deps import get_settings, get_store
+from assay.api.errors import APIError, not_found
+from assay.api.models import UPLOAD_PURPOSES, ErrorResponse, FileDeleted, FileList, FileObject
+from assay.api.settings import Settings
+from assay.api.store import CursorNotFound, Store, new_id
+from assay.api.upload_check import UploadChecker
+from assay.api.uploads import GZIP_MAGIC, receive_upload
 
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid request"},

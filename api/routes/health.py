@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from api.deps import get_runner, get_store
-from api.models import Health, Readiness
-from api.runner import Runner
-from api.store import Store
+from assay.api.deps import get_runner, get_store
+from assay.api.models import Health, Readiness
+from assay.api.runner import Runner
+from assay.api.store import Store
 
 router = APIRouter(tags=["health"])
 

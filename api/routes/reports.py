@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import authorize
-from api.deps import get_settings, get_store
-from api.errors import not_found
-from api.routes.files import COMMON_ERRORS, NOT_FOUND, stored_path
-from api.settings import Settings
-from api.store import Store
-from schemas.report import QualityReport
+from assay.api.auth import authorize
+from assay.api.deps import get_settings, get_store
+from assay.api.errors import not_found
+from assay.api.routes.files import COMMON_ERRORS, NOT_FOUND, stored_path
+from assay.api.settings import Settings
+from assay.api.store import Store
+from assay.schemas.report import QualityReport
 
 REPORT_PURPOSE = "curation-report"
 
@@ -29,7 +29,7 @@ def _wants_html(request: Request, format_: str | None) -> bool:
 
 
 def _render_html(json_bytes: bytes) -> str:
-    from curation.report import render_html
+    from assay.curation.report import render_html
 
     return render_html(QualityReport.model_validate_json(json_bytes))
 

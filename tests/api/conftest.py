@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.testing import ServerProcess, write_chat_jsonl
+from assay.api.testing import ServerProcess, write_chat_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from api.testing import upload, wait_for_job
+from assay.api.testing import upload, wait_for_job
 
 VALIDATE_ONLY = {"steps": ["validate"]}
 

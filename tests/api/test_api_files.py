@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from api.testing import ServerProcess, upload, write_chat_jsonl
+from assay.api.testing import ServerProcess, upload, write_chat_jsonl
 
 
 def test_upload_reports_detected_format_and_validation_summary(client: httpx.Client, small_dataset: Path) -> None:

@@ -18,7 +18,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Err
 
-from api.testing import ServerProcess, upload, wait_for_job
+from assay.api.testing import ServerProcess, upload, wait_for_job
 
 EXAMPLES = 12  # per operation and mode: the whole run stays well under a minute
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

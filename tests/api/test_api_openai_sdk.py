@@ -8,7 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from api.testing import ServerProcess
+from assay.api.testing import ServerProcess
 
 API_KEY = "sk-assay-sdk-test-key"
 

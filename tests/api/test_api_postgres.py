@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.store import Store
-from api.testing import ServerProcess, upload, wait_for_job
+from assay.api.store import Store
+from assay.api.testing import ServerProcess, upload, wait_for_job
 
 
 @pytest.fixture(scope="module")

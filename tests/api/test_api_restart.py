@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from api.testing import ServerProcess, upload, wait_for_job
+from assay.api.testing import ServerProcess, upload, wait_for_job
 
 VALIDATE_ONLY = {"steps": ["validate"]}
 

@@ -11,8 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from api.cli_serve import register
-from api.testing import ServerProcess, upload, wait_for_job, write_chat_jsonl
+from assay.api.cli_serve import register
+from assay.api.testing import ServerProcess, upload, wait_for_job, write_chat_jsonl
 
 KEY = "sk-assay-main-test-key"
 FLOOD_KEY = "sk-assay-flood-test-key"

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from curation.balance import (
+from assay.curation.balance import (
     BalanceStep,
     gini,
     max_share_cap,
@@ -26,11 +26,11 @@ from curation.balance import (
     render_balance_markdown,
     water_fill,
 )
-from curation.pipeline import run_pipeline
-from curation.steps import StepContext
-from schemas.balance import BalanceConfig, BalanceReport
-from schemas.curation import CurationSpec
-from schemas.report import QualityReport
+from assay.curation.pipeline import run_pipeline
+from assay.curation.steps import StepContext
+from assay.schemas.balance import BalanceConfig, BalanceReport
+from assay.schemas.curation import CurationSpec
+from assay.schemas.report import QualityReport
 
 SKEWED = {"coding": 120, "writing": 60, "maths": 30, "travel": 15, "cooking": 8}
 
@@ -86,7 +86,7 @@ def test_max_share_keeps_every_topic_at_or_under_the_share_and_keeps_as_much_as_
 
 
 def test_max_share_with_too_few_topics_gives_equal_counts_and_says_so(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="curation.balance"):
+    with caplog.at_level(logging.WARNING, logger="assay.curation.balance"):
         report, kept, _, _ = curate(tmp_path, make_records({"a": 50, "b": 20, "c": 12}), max_share=0.1)
     assert Counter(r["category"] for r in kept) == {"a": 12, "b": 12, "c": 12}
     assert any("needs at least 10 topics" in w for w in section(report).warnings)
@@ -136,7 +136,7 @@ def test_temperature_with_a_size_fills_from_topics_that_still_have_records(tmp_p
 
 
 def test_min_count_reports_and_warns_about_topics_too_small_to_learn_from(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="curation.balance"):
+    with caplog.at_level(logging.WARNING, logger="assay.curation.balance"):
         report, kept, rejected, _ = curate(tmp_path, make_records(SKEWED), min_count=20)
     assert section(report).small_topics == ["travel", "cooking"]
     assert "fewer than min_count=20" in caplog.text

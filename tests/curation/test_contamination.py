@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from curation.contamination import (
+from assay.curation.contamination import (
     ContainmentIndex,
     ContaminationIndex,
     Decontaminator,
@@ -19,8 +19,8 @@ from curation.contamination import (
     read_benchmark,
     read_items,
 )
-from curation.pipeline import run_pipeline
-from schemas.curation import CurationSpec
+from assay.curation.pipeline import run_pipeline
+from assay.schemas.curation import CurationSpec
 
 WORDS = [f"w{i}" for i in range(3000)]
 FILLERS = ["the", "some", "this", "very", "a", "each"]
@@ -131,7 +131,7 @@ def test_the_sketch_lets_through_every_item_whose_true_containment_reaches_the_t
     index = ContainmentIndex.from_items(read_items([path]), threshold=0.5, sketch_size=32)
     assert int(index.sample_sizes.max()) == 32 < int(index.sets.sizes().min())  # sampled, not whole sets
     records = [edit_every(rng, q, rng.choice([6, 8, 10, 14])) for q in questions]
-    from curation.contamination import _shingles
+    from assay.curation.contamination import _shingles
 
     sets = _shingles(records, index.ngram)
     texts, rows = index.candidates(sets)

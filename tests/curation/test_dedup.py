@@ -12,12 +12,12 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from curation.contamination import ContaminationIndex, benchmark_files, read_benchmark
-from curation.dedup import render_dedup_html, render_dedup_markdown
-from curation.dedup_index import IndexError_
-from curation.pipeline import run_pipeline
-from schemas.curation import CurationSpec
-from schemas.dedup import DedupConfig
+from assay.curation.contamination import ContaminationIndex, benchmark_files, read_benchmark
+from assay.curation.dedup import render_dedup_html, render_dedup_markdown
+from assay.curation.dedup_index import IndexError_
+from assay.curation.pipeline import run_pipeline
+from assay.schemas.curation import CurationSpec
+from assay.schemas.dedup import DedupConfig
 
 VOCAB = [f"word{i}" for i in range(5000)]
 
@@ -358,7 +358,7 @@ def test_report_section_renders_clusters_and_contamination_as_markdown_and_html(
 
 
 def test_exact_hashes_differ_for_different_texts():
-    from curation.dedup import Sketcher
+    from assay.curation.dedup import Sketcher
 
     exact = Sketcher(DedupConfig()).exact_hashes(["a b", "a  B", "a c"])
     assert exact[0] == exact[1] != exact[2] and exact.dtype == np.uint64
@@ -372,7 +372,7 @@ def test_records_with_nothing_to_compare_are_not_duplicates_of_each_other(tmp_pa
 
 
 def test_saving_the_index_never_replaces_a_folder_that_is_not_an_index(tmp_path):
-    from curation.steps import StepConfigError
+    from assay.curation.steps import StepConfigError
 
     victim = tmp_path / "victim"
     victim.mkdir()

@@ -11,7 +11,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curation.minhash import (
+from assay.curation.minhash import (
     KeyedUnionFind,
     MinHasher,
     UnionFind,

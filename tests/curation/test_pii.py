@@ -15,13 +15,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from curation.pii import PiiStep, process_records
-from curation.pii_accuracy import load_presidio_generated, score
-from curation.pii_engine import CHUNK_CHARS, NER_ENTITIES, Detection, PiiEngine, chunk_spans, resolve_overlaps
-from curation.pipeline import run_pipeline
-from curation.steps import StepContext
-from schemas.curation import CurationSpec
-from schemas.pii import PiiConfig
+from assay.curation.pii import PiiStep, process_records
+from assay.curation.pii_accuracy import load_presidio_generated, score
+from assay.curation.pii_engine import (
+    CHUNK_CHARS,
+    NER_ENTITIES,
+    Detection,
+    PiiEngine,
+    chunk_spans,
+    resolve_overlaps,
+)
+from assay.curation.pipeline import run_pipeline
+from assay.curation.steps import StepContext
+from assay.schemas.curation import CurationSpec
+from assay.schemas.pii import PiiConfig
 
 EMAIL = "maria.gonzalez@example.org"
 PHONE = "(415) 555-0172"
@@ -237,7 +244,7 @@ _CARD = re.compile(r"\d(?:[ -]?\d){12,18}")
 
 
 def test_no_planted_email_or_card_from_the_bundled_sample_survives_curation(tmp_path: Path) -> None:
-    from curation.pii_recognizers import luhn_valid
+    from assay.curation.pii_recognizers import luhn_valid
 
     raw = SAMPLE.read_text(encoding="utf-8")
     secrets = set(re.findall(r"[\w.+-]+@[\w-]+\.[\w.]+", raw))

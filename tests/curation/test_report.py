@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from curation.lengths import LengthProfile, TokenizerLoadError
-from curation.pipeline import run_pipeline
-from curation.report import generic_section_html, md_code, render_html, render_markdown, write_reports
-from schemas.curation import CurationSpec
-from schemas.dedup import DedupReport
-from schemas.pii import PiiReport
-from schemas.report import QualityReport, StepFunnel
+from assay.curation.lengths import LengthProfile, TokenizerLoadError
+from assay.curation.pipeline import run_pipeline
+from assay.curation.report import generic_section_html, md_code, render_html, render_markdown, write_reports
+from assay.schemas.curation import CurationSpec
+from assay.schemas.dedup import DedupReport
+from assay.schemas.pii import PiiReport
+from assay.schemas.report import QualityReport, StepFunnel
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_ROLE = "<img src=x onerror=alert(1)>"
@@ -198,7 +198,7 @@ def test_markdown_code_spans_survive_backticks_and_pipes() -> None:
 def test_sections_without_a_renderer_fall_back_to_a_table_of_their_fields(
         run: tuple[QualityReport, Path, list[dict]], monkeypatch: pytest.MonkeyPatch) -> None:
     # A stand-in step module that exists but has no render_dedup_* functions yet.
-    monkeypatch.setitem(sys.modules, "curation.dedup", types.ModuleType("curation.dedup"))
+    monkeypatch.setitem(sys.modules, "assay.curation.dedup", types.ModuleType("assay.curation.dedup"))
     report = run[0].model_copy(update={"dedup": DedupReport()})
     html = render_html(report)
     assert '<section id="dedup">' in html and "<h2>Duplicates</h2>" in html
@@ -207,11 +207,11 @@ def test_sections_without_a_renderer_fall_back_to_a_table_of_their_fields(
 
 def test_a_step_module_renderer_is_used_when_it_exists(run: tuple[QualityReport, Path, list[dict]],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("curation.balance")
+    module = types.ModuleType("assay.curation.balance")
     module.render_balance_html = lambda section: "<h2>Topics</h2><p class='from-step'>balanced</p>"  # type: ignore[attr-defined]
     module.render_balance_markdown = lambda section: "## Topics\n\nbalanced by the step"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "curation.balance", module)
-    from schemas.balance import BalanceReport
+    monkeypatch.setitem(sys.modules, "assay.curation.balance", module)
+    from assay.schemas.balance import BalanceReport
 
     report = run[0].model_copy(update={"balance": BalanceReport()})
     html, md = render_html(report), render_markdown(report)
@@ -289,8 +289,8 @@ def test_write_reports_writes_json_markdown_and_html(run: tuple[QualityReport, P
 
 
 def test_a_rerun_without_a_step_leaves_none_of_its_old_outputs(tmp_path: Path) -> None:
-    from curation.pipeline import run_pipeline
-    from schemas.curation import CurationSpec
+    from assay.curation.pipeline import run_pipeline
+    from assay.schemas.curation import CurationSpec
 
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": str(i), "category": "c" if i % 2 else "d", "messages": [

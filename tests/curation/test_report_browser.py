@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from curation.pipeline import run_pipeline
-from curation.report import write_reports
-from schemas.curation import CurationSpec
-from schemas.pii import PiiReport
+from assay.curation.pipeline import run_pipeline
+from assay.curation.report import write_reports
+from assay.schemas.curation import CurationSpec
+from assay.schemas.pii import PiiReport
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from curation.steps import Batch, Step, StepConfigError, StepContext
-from schemas.curation import CurationSpec
+from assay.curation.steps import Batch, Step, StepConfigError, StepContext
+from assay.schemas.curation import CurationSpec
 
 
 class Upper(Step):

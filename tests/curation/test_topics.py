@@ -17,8 +17,8 @@ import pytest
 from scipy.sparse import csr_matrix
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
-from curation.pipeline import run_pipeline
-from curation.topics import (
+from assay.curation.pipeline import run_pipeline
+from assay.curation.topics import (
     TopicCollector,
     TopicError,
     class_tfidf,
@@ -34,8 +34,8 @@ from curation.topics import (
     term_counts,
     topic_vectors,
 )
-from schemas.balance import BalanceConfig
-from schemas.curation import CurationSpec
+from assay.schemas.balance import BalanceConfig
+from assay.schemas.curation import CurationSpec
 
 REPO = Path(__file__).resolve().parents[2]
 VOCABULARY = {

@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from curation.validate import InputFileError, Validator, validate_file
-from schemas.errors import ErrorCode
-from schemas.records import RecordFormat
-from schemas.validation import ValidateConfig
+from assay.curation.validate import InputFileError, Validator, validate_file
+from assay.schemas.errors import ErrorCode
+from assay.schemas.records import RecordFormat
+from assay.schemas.validation import ValidateConfig
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from curation.validate import Validator, check_chat, check_instruction
-from schemas.records import ChatRecord, InstructionRecord
-from schemas.validation import ValidateConfig
+from assay.curation.validate import Validator, check_chat, check_instruction
+from assay.schemas.records import ChatRecord, InstructionRecord
+from assay.schemas.validation import ValidateConfig
 
 VALID_LINES = [
     json.dumps({"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"},
@@ -52,7 +52,7 @@ def test_mutated_lines_never_crash_and_every_line_is_accounted_for(tmp_path: Pat
     try:
         batches = list(validator.batches(4))
     except Exception as exc:  # only the documented whole-file errors may escape
-        from curation.reader import InputFileError
+        from assay.curation.reader import InputFileError
 
         assert isinstance(exc, InputFileError), repr(exc)
         return
@@ -102,8 +102,8 @@ def test_the_fast_instruction_check_accepts_exactly_what_the_pydantic_contract_a
 @given(lines=st.lists(mutated_line(), min_size=1, max_size=30), block_bytes=st.sampled_from([64, 300, 1 << 22]))
 def test_counting_and_keeping_reach_the_same_verdicts(tmp_path: Path, lines: list[bytes], block_bytes: int) -> None:
     # `assay validate` takes a faster path (typed decoding) than the pipeline; verdicts must not differ.
-    from curation.reader import InputFileError
-    from curation.validate import validate_file
+    from assay.curation.reader import InputFileError
+    from assay.curation.validate import validate_file
 
     path = tmp_path / "same.jsonl"
     path.write_bytes(b"".join(line + b"\n" for line in lines))

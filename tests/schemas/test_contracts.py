@@ -7,9 +7,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from schemas.curation import CurationSpec
-from schemas.export import EXPORTED, export_schemas, stale_schemas
-from schemas.records import CanonicalRecord, ChatRecord, InstructionRecord, PromptCompletionRecord, TextRecord
+from assay.schemas.curation import CurationSpec
+from assay.schemas.export import EXPORTED, export_schemas, stale_schemas
+from assay.schemas.records import (
+    CanonicalRecord,
+    ChatRecord,
+    InstructionRecord,
+    PromptCompletionRecord,
+    TextRecord,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "json"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.tiny import build_tiny_model
+from assay.training.tiny import build_tiny_model
 
 
 def test_the_tiny_model_loads_back_and_generates(tmp_path: Path) -> None:
