@@ -188,8 +188,8 @@ def test_tfidf_mode_runs_the_pipeline_without_importing_torch(tmp_path):
     write_chat(tmp_path / "in.jsonl", texts, labels)
     script = (
         "import sys, json\n"
-        "from curation.pipeline import run_pipeline\n"
-        "from schemas.curation import CurationSpec\n"
+        "from assay.curation.pipeline import run_pipeline\n"
+        "from assay.schemas.curation import CurationSpec\n"
         "spec = CurationSpec.model_validate({'steps': ['validate', 'balance'],"
         " 'balance': {'mode': 'tfidf', 'n_topics': 4, 'max_share': 0.3}})\n"
         f"report = run_pipeline(spec, {str(tmp_path / 'in.jsonl')!r}, {str(tmp_path / 'out')!r})\n"
