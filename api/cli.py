@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -133,35 +134,76 @@ def _print_summary(summary: Any, rejects: Path | None) -> None:
             console.print(f"rejected lines written to {rejects}")
 
 
+def _step_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` one option per flag the registered steps declare (see schemas/registry.py).
+
+    Typer reads options off the function's signature: the flags are added to it as keyword-only
+    parameters named SECTION__FIELD, and arrive in the command's `**step_flags`.
+    """
+    import inspect
+
+    from assay.schemas import registry
+
+    signature = inspect.signature(command, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    taken = {"--out", "-o", "--config", "-c", "--steps", "--tokenizer", "--set", "--quiet", "-q", "--help"}
+    added = []
+    for step in registry.STEPS:
+        for flag in step.flags:
+            if flag.flag in taken:
+                raise ValueError(f"step {step.name}: {flag.flag} is an option of `assay curate` already")
+            taken.add(flag.flag)
+            field = step.config.model_fields[flag.field]
+            value_type, choices = _flag_type(field.annotation, f"{step.name}.{flag.field}")
+            help_text = flag.help or field.description or ""
+            if choices:
+                help_text += f" One of: {', '.join(choices)}."
+            option = typer.Option(flag.flag, help=f"{help_text} (spec: {step.name}.{flag.field})")
+            added.append(inspect.Parameter(f"{step.name}__{flag.field}", inspect.Parameter.KEYWORD_ONLY,
+                                           default=None, annotation=Annotated[value_type | None, option]))
+    command.__signature__ = signature.replace(parameters=[*fixed, *added])  # type: ignore[attr-defined]
+    command.__doc__ = (f"{inspect.cleandoc(command.__doc__ or '')}\n\n"
+                       f"Steps: validate (always first), {', '.join(registry.step_names())}.")
+    return command
+
+
+def _flag_type(annotation: Any, where: str) -> tuple[Any, list[str]]:
+    """The option type for a section field: its scalar type, list[...] for a repeatable option;
+    a Literal is read as text (with its choices for --help) and checked by the spec."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if typing.get_origin(annotation) is list:
+        item, _ = _flag_type(typing.get_args(annotation)[0], where)
+        return list[item], []  # type: ignore[valid-type]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, [str(a) for a in typing.get_args(annotation)]
+    if annotation in (str, int, float, bool):
+        return annotation, []
+    raise TypeError(f"{where}: a command-line flag cannot set a field of type {annotation}")
+
+
 @app.command()
+@_step_flags
 def curate(
     input: Annotated[Path, typer.Argument(help="The dataset to curate (.jsonl, .jsonl.gz, .json).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A curation spec (YAML).")] = None,
     steps: Annotated[str | None, typer.Option(help="Comma-separated steps, e.g. validate,pii,dedup,balance.")] = None,
-    against: Annotated[list[Path] | None, typer.Option(help="Drop records duplicating this corpus or saved index.")] = None,
-    decontaminate: Annotated[list[Path] | None, typer.Option(help="Benchmark/eval files to decontaminate against.")] = None,
-    contamination_method: Annotated[str | None, typer.Option(
-        help="Decontamination by ngram (13-gram overlap), minhash (containment) or both.")] = None,
-    contamination_threshold: Annotated[float | None, typer.Option(
-        help="Share of a benchmark item's word 3-grams a record must contain (minhash method).")] = None,
-    save_index: Annotated[Path | None, typer.Option(help="Save the dedup index (corpus + kept records) here.")] = None,
-    dedup_threshold: Annotated[float | None, typer.Option(help="Jaccard similarity that makes a near duplicate.")] = None,
-    keep: Annotated[str | None, typer.Option(help="Record kept per duplicate cluster: first, longest or field.")] = None,
-    keep_field: Annotated[str | None, typer.Option(help="Numeric field whose highest value is kept (--keep field).")] = None,
-    conflict_field: Annotated[list[str] | None, typer.Option(
-        help="Records whose values of this field differ are never duplicates (e.g. year); repeatable.")] = None,
-    topic_field: Annotated[str | None, typer.Option(help="Use this field as the topic label for balancing.")] = None,
-    max_share: Annotated[float | None, typer.Option(help="Cap any topic at this share of the output.")] = None,
-    topic_mode: Annotated[str | None, typer.Option(help="Topics from: auto, field, embedding, tfidf or hybrid.")] = None,
-    topics: Annotated[int | None, typer.Option(help="Number of discovered topics (default: chosen by silhouette).")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (path or hub id) for token-length stats.")] = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override one spec value, SECTION.KEY=VALUE (VALUE read as YAML); repeatable. "
                       "E.g. --set pii.operator=hash --set dedup.threshold=0.7")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    **step_flags: Any,
 ) -> None:
-    """Run the curation pipeline on INPUT and write curated.jsonl, rejected.jsonl and the quality report."""
+    """Run the curation pipeline on INPUT and write curated.jsonl, rejected.jsonl and the quality report.
+
+    Each step's own options (e.g. --dedup-threshold, --max-share) set a field of its spec section.
+    """
     from pydantic import ValidationError
 
     from assay.curation.reader import InputFileError
@@ -175,19 +217,10 @@ def curate(
             _apply_override(spec_data, item)
         if steps is not None:
             spec_data["steps"] = [s.strip() for s in steps.split(",") if s.strip()]
-        flags: dict[tuple[str, str], Any] = {
-            ("dedup", "against"): [str(p) for p in against] if against else None,
-            ("dedup", "decontaminate"): [str(p) for p in decontaminate] if decontaminate else None,
-            ("dedup", "save_index"): str(save_index) if save_index is not None else None,
-            ("dedup", "contamination_method"): contamination_method,
-            ("dedup", "contamination_minhash_threshold"): contamination_threshold,
-            ("dedup", "threshold"): dedup_threshold, ("dedup", "keep"): keep, ("dedup", "keep_field"): keep_field,
-            ("dedup", "conflict_fields"): conflict_field or None,
-            ("balance", "topic_field"): topic_field, ("balance", "max_share"): max_share,
-            ("balance", "mode"): topic_mode, ("balance", "n_topics"): topics, ("report", "tokenizer"): tokenizer,
-        }
-        for (section, key), value in flags.items():
-            if value is not None:
+        flags = {**step_flags, "report__tokenizer": tokenizer}
+        for name, value in flags.items():
+            if value is not None and value != []:
+                section, _, key = name.partition("__")
                 spec_data.setdefault(section, {})[key] = value
         spec = CurationSpec.model_validate(spec_data)
     except FileNotFoundError as exc:

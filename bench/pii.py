@@ -19,7 +19,6 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 from assay.curation.steps import StepContext  # noqa: E402
 from assay.schemas.curation import CurationSpec  # noqa: E402
-from assay.schemas.report import QualityReport  # noqa: E402
 
 PRESIDIO_ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE",
                      "IP_ADDRESS", "LOCATION"]
@@ -67,16 +66,14 @@ def assay_step(records: list[dict[str, Any]]) -> tuple[float, Any]:
 
     spec = CurationSpec.model_validate({"steps": ["validate", "pii"]})
     with tempfile.TemporaryDirectory() as work:
-        ctx = StepContext(spec, Path(work), Path(work) / "in.jsonl")
-        step = PiiStep(spec, ctx)
+        step = PiiStep(spec.pii).bind(StepContext(Path(work), spec.batch_size, spec.steps))
         started = time.perf_counter()
         batches = [records[i:i + spec.batch_size] for i in range(0, len(records), spec.batch_size)]
         kept = sum(len(b) for b in step.run(iter(batches)))
         step.close()
         elapsed = time.perf_counter() - started
     assert kept == len(records)
-    step.fill_report(QualityReport(input_path="bench", output_dir=work, steps=spec.steps))
-    return elapsed, step.report
+    return elapsed, step.report_section()
 
 
 def main() -> None:

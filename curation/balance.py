@@ -15,11 +15,9 @@ import numpy as np
 import orjson
 import xxhash
 
-from assay.curation.steps import Batch, Record, Step, StepContext, record_text
+from assay.curation.steps import Batch, Record, Step, record_text
 from assay.curation.topics import TopicAssignment, TopicCollector, TopicError
 from assay.schemas.balance import BalanceConfig, BalanceReport, TopicCount, TopicInfo, TopicsFile
-from assay.schemas.curation import CurationSpec
-from assay.schemas.report import QualityReport
 
 log = logging.getLogger(__name__)
 
@@ -227,14 +225,13 @@ def gini(counts: np.ndarray) -> float:
 
 # --- the step --------------------------------------------------------------------------------------------
 
-class BalanceStep(Step):
+class BalanceStep(Step[BalanceConfig]):
     """Global step: parks records on disk, keeps per-record features, decides, then streams the kept."""
 
     name = "balance"
 
-    def __init__(self, spec: CurationSpec, ctx: StepContext) -> None:
-        super().__init__(spec, ctx)
-        self.config = spec.balance
+    def __init__(self, config: BalanceConfig) -> None:
+        super().__init__(config)
         self.section: BalanceReport | None = None
         self.topics_file: TopicsFile | None = None
         self.warnings: list[str] = []
@@ -280,7 +277,7 @@ class BalanceStep(Step):
         example_positions = {p for t in assignment.topics for p in t.example_positions}
         example_ids: dict[int, str] = {}
         position = 0
-        for batch in spill.read(self.spec.batch_size):
+        for batch in spill.read(self.ctx.batch_size):
             kept: Batch = []
             for record in batch:
                 topic_id = int(assignment.labels[position])
@@ -357,9 +354,8 @@ class BalanceStep(Step):
         log.warning("balance: %s", message)
         self.warnings.append(message)
 
-    def fill_report(self, report: QualityReport) -> None:
-        if self.section is not None:
-            report.balance = self.section
+    def report_section(self) -> BalanceReport | None:
+        return self.section
 
 
 # --- report rendering (called by curation.report) --------------------------------------------------------

@@ -38,10 +38,8 @@ from assay.curation.minhash import (
     normalise_text,
     shingle_sets,
 )
-from assay.curation.steps import Batch, Record, SpillFile, Step, StepConfigError, StepContext, record_text
-from assay.schemas.curation import CurationSpec
+from assay.curation.steps import Batch, Record, SpillFile, Step, StepConfigError, record_text
 from assay.schemas.dedup import ClusterExample, ClusterMember, ContaminationHits, DedupConfig, DedupReport
-from assay.schemas.report import QualityReport
 
 log = logging.getLogger("assay.dedup")
 
@@ -282,12 +280,11 @@ def _score(record: Record, name: str | None) -> float:
     return float(value)
 
 
-class DedupStep(Step):
+class DedupStep(Step[DedupConfig]):
     name = "dedup"
 
-    def __init__(self, spec: CurationSpec, ctx: StepContext) -> None:
-        super().__init__(spec, ctx)
-        self.config = spec.dedup
+    def __init__(self, config: DedupConfig) -> None:
+        super().__init__(config)
         self.sketcher = Sketcher(self.config)
         self.report = DedupReport(shingle=self.config.shingle, ngram=self.config.ngram,
                                   num_perm=self.config.num_perm, threshold=self.config.threshold,
@@ -311,7 +308,7 @@ class DedupStep(Step):
                 sketches = load_index(path, self.sketcher.settings())
             elif path.is_file():
                 sketches = sketch_dataset(path, self.sketcher, self.ctx.work_dir, f"corpus-{number}",
-                                          self.spec.batch_size)
+                                          self.ctx.batch_size)
             else:
                 raise StepConfigError(f"--against {path}: neither a dataset file nor a saved dedup index folder "
                                  f"(one holds index.json)")
@@ -391,7 +388,7 @@ class DedupStep(Step):
         for i, flag in flags.items():
             clusters.status[i] = flag.status
         self._summarise(clusters, flags)
-        yield from self._emit(spill.read(self.spec.batch_size), sketches, clusters, flags)
+        yield from self._emit(spill.read(self.ctx.batch_size), sketches, clusters, flags)
         self._save_index(sketches, clusters)
 
     # -- pass 2: hand on the kept records, reject the others ------------------------------------
@@ -464,8 +461,8 @@ class DedupStep(Step):
         self.report.index_records = save_index(self.config.save_index, parts, self.sketcher.settings())
         self.report.index_saved = str(self.config.save_index)
 
-    def fill_report(self, report: QualityReport) -> None:
-        report.dedup = self.report
+    def report_section(self) -> DedupReport:
+        return self.report
 
 
 def _contaminated(hit: ContaminationMatch, record_id: str) -> _Flag:

@@ -14,10 +14,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from assay.curation.pii_engine import PiiEngine, Redaction
-from assay.curation.steps import Batch, Record, Step, StepContext
-from assay.schemas.curation import CurationSpec
+from assay.curation.steps import Batch, Record, Step
 from assay.schemas.pii import PiiConfig, PiiReport, RedactedExample
-from assay.schemas.report import QualityReport
 
 Path = tuple[str | int, ...]
 EXAMPLE_CHARS = 300
@@ -214,14 +212,13 @@ def default_workers(config: PiiConfig) -> int:
     return config.workers or max(1, min(2, os.cpu_count() or 1))
 
 
-class PiiStep(Step):
+class PiiStep(Step[PiiConfig]):
     """Redacts PII in every chat turn (and configured fields); drops records where a role's policy says so."""
 
     name = "pii"
 
-    def __init__(self, spec: CurationSpec, ctx: StepContext) -> None:
-        super().__init__(spec, ctx)
-        self.config = spec.pii
+    def __init__(self, config: PiiConfig) -> None:
+        super().__init__(config)
         self.engine = PiiEngine(self.config)  # fail early on a missing model, before reading input
         self.workers = default_workers(self.config)
         self._pool: Pool | None = None
@@ -303,7 +300,7 @@ class PiiStep(Step):
     # -- hooks ---------------------------------------------------------------------------------
     def scrub(self, entries: list[dict[str, Any]]) -> None:
         """Redact rejected entries of steps that ran before this one (ours and later ones already are)."""
-        steps = list(self.spec.steps)
+        steps = list(self.ctx.steps)
         own = steps.index(self.name) if self.name in steps else len(steps)
         for entry in entries:
             step = entry.get("step")
@@ -340,7 +337,7 @@ class PiiStep(Step):
         value, hits = scrub_value(self.engine, parsed)
         return (orjson.dumps(value).decode() if hits else raw), hits
 
-    def fill_report(self, report: QualityReport) -> None:
+    def report_section(self) -> PiiReport:
         section = self.report
         by_entity: Counter[str] = Counter()
         by_role: Counter[str] = Counter()
@@ -354,7 +351,7 @@ class PiiStep(Step):
         section.by_role_entity = nested
         section.detections = sum(by_entity.values())
         section.seconds = round(section.seconds, 3)
-        report.pii = section
+        return section
 
     def close(self) -> None:
         global _WORKER_ENGINE

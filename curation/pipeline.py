@@ -12,24 +12,23 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from assay.curation.lengths import LengthProfile
 from assay.curation.steps import Batch, Step, StepContext, load_step_class, record_text
 from assay.curation.validate import Validator
+from assay.schemas import registry
 from assay.schemas.curation import CurationSpec
 from assay.schemas.report import DropExample, QualityReport, StepFunnel
 
 OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "report.json", "report.html", "report.md")
-STEP_OUTPUT_FILES = ("topics.json",)
-"""Files steps may add; one left by an earlier run that this run did not write is removed, so the
-folder never mixes two runs."""
 EXAMPLES_PER_REASON = 3
 PREVIEW_CHARS = 240
+T = TypeVar("T")
 
 ProgressCallback = Callable[[str, int, int, float], None]
 """Called as (step, records_in, records_kept, seconds) after batches; used for terminal progress."""
@@ -39,29 +38,49 @@ class PipelineError(Exception):
     """The pipeline's own invariants broke (a step lost records): a bug, reported loudly."""
 
 
+class _Stopwatch:
+    """Time spent inside `next()` on an iterator."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def timed(self, items: Iterator[T]) -> Iterator[T]:
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - started
+            yield item
+
+
 class _StepMeter:
-    """Counts the records flowing into and out of one step."""
+    """Counts the records flowing into and out of one step, and the time spent inside it.
+
+    Steps are chained generators: asking a step for a batch runs the steps before it too. A step's own
+    time is the time spent getting batches out of it less the time it spent waiting for its input.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.records_in = 0
         self.kept = 0
-        self.seconds = 0.0
+        self.outside = _Stopwatch()  # next() on the step: its own work and its input's
+        self.waiting = _Stopwatch()  # next() on the step's input
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.outside.seconds - self.waiting.seconds)
 
     def count_in(self, batches: Iterator[Batch]) -> Iterator[Batch]:
-        for batch in batches:
+        for batch in self.waiting.timed(batches):
             self.records_in += len(batch)
             yield batch
 
     def count_out(self, batches: Iterator[Batch]) -> Iterator[Batch]:
-        while True:
-            started = time.perf_counter()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                self.seconds += time.perf_counter() - started
-                return
-            self.seconds += time.perf_counter() - started
+        for batch in self.outside.timed(batches):
             self.kept += len(batch)
             if batch:
                 yield batch
@@ -79,12 +98,23 @@ def _preview(entry: dict[str, Any]) -> str:
 
 
 class Pipeline:
+    """One curation run: validation, then each step, streaming batches, into `out_dir`.
+
+    `steps` overrides `spec.steps` with names of registered steps or ready-made Step instances (which
+    is how a step is tried alone, registered or not); the spec still supplies validation, the batch
+    size and the report settings.
+    """
+
     def __init__(self, spec: CurationSpec, input_path: str | Path, out_dir: str | Path,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, steps: Sequence[str | Step[Any]] | None = None) -> None:
         self.spec = spec
         self.input_path = Path(input_path)
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.steps: list[str | Step[Any]] = [s for s in (spec.steps if steps is None else steps) if s != "validate"]
+        self.step_names = [s if isinstance(s, str) else s.name for s in self.steps]
+        if len(set(self.step_names)) != len(self.step_names) or "validate" in self.step_names:
+            raise ValueError(f"every step of a run needs its own name: {', '.join(self.step_names)}")
 
     def run(self) -> QualityReport:
         started = time.perf_counter()
@@ -98,24 +128,32 @@ class Pipeline:
             for path in (work / "extra").iterdir():  # step outputs such as topics.json
                 os.replace(path, self.out_dir / path.name)
                 produced.add(path.name)
-            for name in set(STEP_OUTPUT_FILES) - produced:
+            # a step's file left by an earlier run that this run did not write goes: never mix two runs
+            for name in {name for step in registry.STEPS for name in step.outputs} - produced:
                 (self.out_dir / name).unlink(missing_ok=True)
             return report
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def _build_steps(self, ctx: StepContext) -> list[Step[Any]]:
+        steps: list[Step[Any]] = []
+        try:
+            for item in self.steps:
+                step = load_step_class(item)(self.spec.section(item)) if isinstance(item, str) else item
+                steps.append(step.bind(ctx))
+        except BaseException:
+            for step in steps:  # a later step's settings failed: release what the earlier ones hold
+                step.close()
+            raise
+        return steps
+
     def _run(self, work: Path, started: float) -> QualityReport:
         spec = self.spec
-        ctx = StepContext(spec, work, self.input_path)
         validator = Validator(self.input_path, spec.validate_)
-        steps: list[Step] = [load_step_class(name)(spec, ctx) for name in spec.steps if name != "validate"]
-        meters = {"validate": _StepMeter("validate"), **{s.name: _StepMeter(s.name) for s in steps}}
         lengths = LengthProfile(spec.report.tokenizer)  # loads the tokenizer now: a bad name fails early
         examples: dict[str, list[DropExample]] = {}
         reasons: Counter[tuple[str, str]] = Counter()
-
-        curated = (work / "curated.jsonl").open("wb")
-        rejected = (work / "rejected.jsonl").open("wb")
+        steps: list[Step[Any]] = []
 
         def write_rejections(entries: list[dict[str, Any]]) -> None:
             if not entries:
@@ -133,9 +171,16 @@ class Pipeline:
                                               message=entry.get("message", ""), preview=_preview(entry),
                                               details=details))
 
+        ctx = StepContext(work, spec.batch_size, ["validate", *self.step_names],
+                          sink=lambda drops: write_rejections([d.to_json() for d in drops]))
+        steps = self._build_steps(ctx)
+        meters = {"validate": _StepMeter("validate"), **{s.name: _StepMeter(s.name) for s in steps}}
+        curated = (work / "curated.jsonl").open("wb")
+        rejected = (work / "rejected.jsonl").open("wb")
+
         def source() -> Iterator[Batch]:
             meter = meters["validate"]
-            for valid, bad in validator.batches(spec.batch_size):
+            for valid, bad in meter.outside.timed(validator.batches(spec.batch_size)):
                 meter.records_in += len(valid) + len(bad)
                 meter.kept += len(valid)
                 write_rejections([r.to_json() for r in bad])
@@ -151,14 +196,12 @@ class Pipeline:
 
         try:
             for batch in stream:
-                write_rejections([d.to_json() for d in ctx.drops])
-                ctx.drops.clear()
+                ctx.flush()
                 lengths.add_after(batch)
                 curated.write(b"".join(_json_line(r) for r in batch))
                 for step in steps:
                     self._tick(meters[step.name])
-            write_rejections([d.to_json() for d in ctx.drops])
-            ctx.drops.clear()
+            ctx.flush()
         finally:
             curated.close()
             rejected.close()
@@ -166,16 +209,16 @@ class Pipeline:
                 step.close()
 
         funnel = self._funnel(meters, reasons, ctx)
+        sections = {step.name: step.report_section() for step in steps}
         report = QualityReport(
-            input_path=str(self.input_path), output_dir=str(self.out_dir), steps=list(spec.steps),
+            input_path=str(self.input_path), output_dir=str(self.out_dir), steps=list(meters),
             spec=spec.model_dump(mode="json", by_alias=True), records_in=validator.summary.records_read,
             records_out=funnel[-1].kept if funnel else 0, seconds=time.perf_counter() - started,
             funnel=funnel, validation=validator.summary,
             lengths=lengths.sections(),
             examples=examples,
+            **{name: section for name, section in sections.items() if name in QualityReport.model_fields},
         )
-        for step in steps:
-            step.fill_report(report)
         from assay.curation.report import write_reports
 
         write_reports(report, work)
@@ -205,7 +248,8 @@ class Pipeline:
 
 
 def run_pipeline(spec: CurationSpec, input_path: str | Path, out_dir: str | Path,
-                 progress: ProgressCallback | None = None) -> QualityReport:
+                 progress: ProgressCallback | None = None,
+                 steps: Sequence[str | Step[Any]] | None = None) -> QualityReport:
     """Curate `input_path` into `out_dir` (curated.jsonl, rejected.jsonl, report.{json,html,md})."""
-    return Pipeline(spec, input_path, out_dir, progress).run()
+    return Pipeline(spec, input_path, out_dir, progress, steps).run()
 

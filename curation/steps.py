@@ -13,15 +13,16 @@ import sys
 import traceback
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
+from pydantic import BaseModel
+from typing_extensions import Self
 
-from assay.schemas.curation import CurationSpec
-from assay.schemas.report import QualityReport
+from assay.schemas import registry
 
 Record = dict[str, Any]
 Batch = list[Record]
@@ -100,24 +101,35 @@ class SpillFile:
 
 
 class StepContext:
-    """What the pipeline gives a step: the spec, a scratch folder, and the drop sink."""
+    """What the pipeline gives a step: a scratch folder, the batch size, and the drop sink."""
 
-    def __init__(self, spec: CurationSpec, work_dir: Path, input_path: Path, quiet: bool = True) -> None:
-        self.spec = spec
+    def __init__(self, work_dir: Path, batch_size: int = 512, steps: Sequence[str] = (),
+                 sink: Callable[[list[Drop]], None] | None = None) -> None:
         self.work_dir = work_dir
-        self.input_path = input_path
-        self.quiet = quiet
+        self.batch_size = batch_size
+        self.steps = tuple(steps)  # the run's steps in order, validate first
         self.extra_dir = work_dir / "extra"  # files a step adds to the output folder (topics.json, ...)
         self.extra_dir.mkdir(parents=True, exist_ok=True)
-        self.drops: list[Drop] = []  # drained by the pipeline after every batch
+        self.drops: list[Drop] = []  # handed to `sink` once a batch is full and whenever the pipeline asks
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.changed: Counter[str] = Counter()
         self.added: Counter[str] = Counter()  # copies a step created (upsampling), counted like drops
+        self._sink = sink
         self._spills = 0
 
     def drop(self, record: Record, step: str, reason: str, message: str = "", **details: Any) -> None:
         self.drops.append(Drop(record, step, reason, message, details))
         self.dropped[(step, reason)] += 1
+        # A step that drops while it reads (dedup's decontamination) yields nothing for a long time:
+        # its drops go out now rather than pile up in memory.
+        if self._sink is not None and len(self.drops) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the drops so far to the sink (the pipeline writes them to rejected.jsonl)."""
+        if self._sink is not None and self.drops:
+            drops, self.drops = self.drops, []
+            self._sink(drops)
 
     def mark_changed(self, step: str, count: int = 1) -> None:
         self.changed[step] += count
@@ -131,14 +143,32 @@ class StepContext:
         return SpillFile(self.work_dir / f"{name}-{self._spills}.jsonl")
 
 
-class Step(ABC):
-    """Base of every curation step after validation."""
+ConfigT = TypeVar("ConfigT")
+
+
+class Step(ABC, Generic[ConfigT]):
+    """Base of every curation step after validation.
+
+    Built from its settings alone (`DedupStep(DedupConfig(...))`), so it can be made and tested without a
+    pipeline; the pipeline then `bind`s it to the run's context before `run`.
+    """
 
     name: ClassVar[str]
 
-    def __init__(self, spec: CurationSpec, ctx: StepContext) -> None:
-        self.spec = spec
-        self.ctx = ctx
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
+        self._ctx: StepContext | None = None
+
+    def bind(self, ctx: StepContext) -> Self:
+        """Attach the run's context (scratch folder, drop sink); returns the step."""
+        self._ctx = ctx
+        return self
+
+    @property
+    def ctx(self) -> StepContext:
+        if self._ctx is None:
+            raise RuntimeError(f"step {self.name} is not bound to a run: call step.bind(StepContext(...)) first")
+        return self._ctx
 
     @abstractmethod
     def run(self, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -181,8 +211,9 @@ class Step(ABC):
         self.drop(record, "step_error", f"the {self.name} step failed on this record ({name} at {where})",
                   error=name, where=where)
 
-    def fill_report(self, report: QualityReport) -> None:  # noqa: B027 - optional hook
-        """Write this step's section into the report (after `run` is exhausted)."""
+    def report_section(self) -> BaseModel | None:
+        """This step's section of the report (asked after `run` is exhausted); None: the funnel row only."""
+        return None
 
     def scrub(self, entries: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook
         """Clean rejected entries (`Drop.to_json()` / `Rejected.to_json()` dicts, any step's) in place
@@ -192,16 +223,11 @@ class Step(ABC):
         """Release models, pools and files."""
 
 
-STEP_CLASSES: dict[str, str] = {
-    "pii": "assay.curation.pii:PiiStep",
-    "dedup": "assay.curation.dedup:DedupStep",
-    "balance": "assay.curation.balance:BalanceStep",
-}
-
-
-def load_step_class(name: str) -> type[Step]:
-    """Import a step lazily: its libraries (presidio, torch) load only when the step runs."""
-    module_name, _, class_name = STEP_CLASSES[name].partition(":")
+def load_step_class(name: str) -> type[Step[Any]]:
+    """The class of the registered step `name`, imported now: its libraries (presidio, torch) load only
+    when the step runs."""
+    module_name, _, class_name = registry.declaration(name).implementation.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    assert issubclass(cls, Step)
+    if not (isinstance(cls, type) and issubclass(cls, Step)):
+        raise TypeError(f"{module_name}:{class_name}, registered for step '{name}', is not a Step")
     return cls

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from assay.schemas.step import CliFlag, StepDeclaration
+
 TopicMode = Literal["auto", "field", "embedding", "tfidf", "hybrid"]
 EmbedText = Literal["first_sentence", "all"]
 Pooling = Literal["lead", "mean"]
@@ -239,3 +241,12 @@ class BalanceReport(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict,
                                       description="Time spent embedding, clustering, naming, balancing.")
+
+
+STEP = StepDeclaration(
+    name="balance", title="Topic balance", config=BalanceConfig, report=BalanceReport,
+    implementation="assay.curation.balance:BalanceStep", template="balance.j2", outputs=("topics.json",),
+    flags=(CliFlag("--topic-field", "topic_field", "Use this field as the topic label for balancing."),
+           CliFlag("--topic-mode", "mode", "Where topics come from."),
+           CliFlag("--topics", "n_topics", "Number of discovered topics (default: chosen by silhouette)."),
+           CliFlag("--max-share", "max_share", "Cap any topic at this share of the output.")))

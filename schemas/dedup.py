@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from assay.schemas.step import CliFlag, StepDeclaration
+
 
 class NormalizeConfig(BaseModel):
     """How text is normalised before exact hashing and shingling."""
@@ -178,3 +180,20 @@ class DedupReport(BaseModel):
     seconds_lsh: float = 0.0
     seconds_verification: float = 0.0
     seconds_contamination: float = 0.0
+
+
+STEP = StepDeclaration(
+    name="dedup", title="Duplicates and contamination", config=DedupConfig, report=DedupReport,
+    implementation="assay.curation.dedup:DedupStep", template="dedup.j2",
+    flags=(CliFlag("--against", "against", "Drop records duplicating this corpus or saved index; repeatable."),
+           CliFlag("--save-index", "save_index", "Save the dedup index (corpus + kept records) here."),
+           CliFlag("--decontaminate", "decontaminate", "Benchmark/eval files to decontaminate against; repeatable."),
+           CliFlag("--contamination-method", "contamination_method",
+                   "Decontamination by ngram (13-gram overlap), minhash (containment) or both."),
+           CliFlag("--contamination-threshold", "contamination_minhash_threshold",
+                   "Share of a benchmark item's word 3-grams a record must contain (minhash method)."),
+           CliFlag("--dedup-threshold", "threshold"),
+           CliFlag("--keep", "keep", "Record kept per duplicate cluster."),
+           CliFlag("--keep-field", "keep_field", "Numeric field whose highest value is kept (--keep field)."),
+           CliFlag("--conflict-field", "conflict_fields",
+                   "Records whose values of this field differ are never duplicates (e.g. year); repeatable.")))

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from assay.schemas.step import StepDeclaration
+
 DEFAULT_ENTITIES: tuple[str, ...] = (
     "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN",
     "IBAN_CODE", "IP_ADDRESS", "LOCATION", "STREET_ADDRESS",
@@ -162,3 +164,7 @@ class PiiReport(BaseModel):
     rejects_scrubbed: int = Field(default=0, description="Rejected entries (any step) redacted before writing.")
     seconds: float = 0.0
     examples: list[RedactedExample] = Field(default_factory=list)
+
+
+STEP = StepDeclaration(name="pii", title="Personal data (PII)", config=PiiConfig, report=PiiReport,
+                       implementation="assay.curation.pii:PiiStep")

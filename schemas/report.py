@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from assay.schemas.balance import BalanceReport
-from assay.schemas.dedup import DedupReport
-from assay.schemas.pii import PiiReport
+from assay.schemas import registry
 from assay.schemas.validation import ValidationSummary
 
 
@@ -58,7 +56,9 @@ class DropExample(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class QualityReport(BaseModel):
+class _ReportHead(BaseModel):
+    """The report's fields before the step sections."""
+
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     input_path: str
     output_dir: str
@@ -71,6 +71,24 @@ class QualityReport(BaseModel):
     validation: ValidationSummary | None = None
     lengths: list[LengthSection] = Field(default_factory=list)
     examples: dict[str, list[DropExample]] = Field(default_factory=dict)
-    pii: PiiReport | None = None
-    dedup: DedupReport | None = None
-    balance: BalanceReport | None = None
+
+
+def _step_sections() -> dict[str, Any]:
+    return {step.name: (step.report | None, None) for step in registry.STEPS if step.report is not None}
+
+
+# One optional section per registered step that reports one (see schemas/curation.py for the same
+# construction of the spec): type checkers see the fixed fields; code reads `report.section(name)`.
+if TYPE_CHECKING:
+    _WithStepSections = _ReportHead
+else:
+    _WithStepSections = create_model("_WithStepSections", __base__=_ReportHead, **_step_sections())
+
+
+class QualityReport(_WithStepSections):
+    """What a curation run did: the funnel, validation, lengths, examples, and each step's section."""
+
+    def section(self, name: str) -> BaseModel | None:
+        """The report section of step `name`, None when the step did not run (or reports nothing)."""
+        value = getattr(self, name, None) if name in registry.step_names() else None
+        return value if isinstance(value, BaseModel) else None

@@ -189,8 +189,7 @@ def test_dropped_records_are_rejected_with_their_topic_and_cap(tmp_path):
 
 def run_step(tmp_path: Path, records: list[dict[str, Any]], **balance: Any) -> tuple[list[dict], BalanceStep]:
     spec = CurationSpec.model_validate({"steps": ["validate", "balance"], "balance": balance})
-    ctx = StepContext(spec, tmp_path / "work", tmp_path / "in.jsonl")
-    step = BalanceStep(spec, ctx)
+    step = BalanceStep(spec.balance).bind(StepContext(tmp_path / "work"))
     out = [r for batch in step.run(iter([records[:50], records[50:]])) for r in batch]
     return out, step
 

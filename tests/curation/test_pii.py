@@ -312,7 +312,7 @@ def test_windows_cover_the_text_and_every_short_span_lies_inside_one(text: str, 
 
 def test_a_record_the_pii_step_failed_on_is_scrubbed_in_the_rejects(tmp_path: Path) -> None:
     spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {"nlp_engine": "patterns", "workers": 1}})
-    step = PiiStep(spec, StepContext(spec, tmp_path, tmp_path / "in.jsonl"))
+    step = PiiStep(spec.pii).bind(StepContext(tmp_path, steps=spec.steps))
     failed = {"id": "f", "step": "pii", "reason": "step_error", "message": "boom",
               "record": chat("f", ("user", "mail john.doe@example.com"), ("assistant", "ok"))}
     passed = {"id": "p", "step": "pii", "reason": "pii_in_user", "message": "policy",
