@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 import time
@@ -22,9 +21,6 @@ from assay.schemas.balance import BalanceConfig, BalanceReport, TopicCount, Topi
 log = logging.getLogger(__name__)
 
 DROP_REASON = "topic_over_cap"
-BAR_WIDTH = 24  # characters of the Markdown bar chart
-BEFORE_COLOUR = "#9aa5b1"
-AFTER_COLOUR = "#1f5fa8"
 
 
 class BalanceError(TopicError):
@@ -356,100 +352,3 @@ class BalanceStep(Step[BalanceConfig]):
 
     def report_section(self) -> BalanceReport | None:
         return self.section
-
-
-# --- report rendering (called by curation.report) --------------------------------------------------------
-
-def _percent(share: float) -> str:
-    return f"{100 * share:.1f}%"
-
-
-def _text_bar(share: float, largest: float) -> str:
-    eighths = round(BAR_WIDTH * 8 * share / largest) if largest > 0 else 0
-    return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _summary_line(section: BalanceReport) -> str:
-    source = {"field": f"field `{section.topic_field}`",
-              "embedding": f"embeddings ({section.model}) + k-means",
-              "tfidf": "TF-IDF (LSA) + k-means",
-              "hybrid": f"embeddings ({section.model}) and TF-IDF (LSA) + k-means"}.get(section.mode, section.mode)
-    k_note = ""
-    if section.k_selection is not None and section.k_selection.scores:
-        tried = ", ".join(section.k_selection.scores)
-        k_note = f"; k = {section.k_selection.chosen} chosen by silhouette from {tried}"
-    settings = ", ".join(f"{k}={v}" for k, v in section.parameters.items() if k != "shares")
-    strategy = f"{section.strategy} ({settings})" if settings else section.strategy
-    return (f"{len(section.topics)} topics from {source}{k_note}. Strategy: {strategy}; "
-            f"drop policy: {section.drop_policy} first. {section.records_in:,} records in, "
-            f"{section.records_out:,} out ({section.dropped:,} dropped as {DROP_REASON}"
-            f"{f', {section.copies_added:,} upsampled copies added' if section.copies_added else ''}).")
-
-
-def render_balance_markdown(section: BalanceReport) -> str:
-    """The balance section as Markdown: summary, before/after figures, and a per-topic table with bars."""
-    lines = ["## Topic balance", "", _summary_line(section), "",
-             "| | before | after |", "|---|---:|---:|",
-             f"| normalised entropy | {section.entropy_before:.3f} | {section.entropy_after:.3f} |",
-             f"| Gini | {section.gini_before:.3f} | {section.gini_after:.3f} |",
-             f"| largest share | {_percent(section.largest_share_before)} | "
-             f"{_percent(section.largest_share_after)} |", ""]
-    largest = max([r.share_before for r in section.topics] + [r.share_after for r in section.topics] + [0.0])
-    lines += ["| topic | before | share | after | share | copies | share before | share after |",
-              "|---|---:|---:|---:|---:|---:|---|---|"]
-    for row in section.topics:
-        lines.append(f"| {_md_cell(row.name)} | {row.before:,} | {_percent(row.share_before)} | {row.after:,} | "
-                     f"{_percent(row.share_after)} | {row.copies:,} | {_text_bar(row.share_before, largest)} | "
-                     f"{_text_bar(row.share_after, largest)} |")
-    if section.small_topics:
-        lines += ["", f"Under min_count ({section.min_count}) after balancing: "
-                  + ", ".join(f"`{_md_cell(name)}`" for name in section.small_topics) + "."]
-    if section.warnings:
-        lines += ["", *[f"- warning: {_md_cell(w)}" for w in section.warnings]]
-    return "\n".join(lines) + "\n"
-
-
-def _html_bar(share: float, largest: float, colour: str) -> str:
-    width = 100 * share / largest if largest > 0 else 0
-    return (f'<div style="height:0.55em;margin:1px 0;background:{colour};width:{width:.2f}%" '
-            f'title="{_percent(share)}"></div>')
-
-
-def render_balance_html(section: BalanceReport) -> str:
-    """The balance section as an HTML fragment: tables with inline CSS bars, no scripts, no external files."""
-    esc = html.escape
-    largest = max([r.share_before for r in section.topics] + [r.share_after for r in section.topics] + [0.0])
-    figures = "".join(
-        f"<tr><th scope='row'>{label}</th><td>{before}</td><td>{after}</td></tr>" for label, before, after in (
-            ("normalised entropy", f"{section.entropy_before:.3f}", f"{section.entropy_after:.3f}"),
-            ("Gini", f"{section.gini_before:.3f}", f"{section.gini_after:.3f}"),
-            ("largest share", _percent(section.largest_share_before), _percent(section.largest_share_after))))
-    rows = []
-    for row in section.topics:
-        small = " style='color:#b00020'" if row.name in section.small_topics else ""
-        rows.append(
-            f"<tr><td{small} title='{esc(', '.join(row.top_terms))}'>{esc(row.name)}</td>"
-            f"<td>{row.before:,}</td><td>{_percent(row.share_before)}</td><td>{row.after:,}</td>"
-            f"<td>{_percent(row.share_after)}</td><td>{row.copies:,}</td>"
-            f"<td style='min-width:12em'>{_html_bar(row.share_before, largest, BEFORE_COLOUR)}"
-            f"{_html_bar(row.share_after, largest, AFTER_COLOUR)}</td></tr>")
-    parts = [
-        "<div class='balance'>",
-        f"<p>{esc(_summary_line(section))}</p>",
-        f"<table><thead><tr><th></th><th>before</th><th>after</th></tr></thead><tbody>{figures}</tbody></table>",
-        f"<p><span style='color:{BEFORE_COLOUR}'>&#9632;</span> before "
-        f"<span style='color:{AFTER_COLOUR}'>&#9632;</span> after (bars scaled to the largest share)</p>",
-        "<table><thead><tr><th>topic</th><th>before</th><th>share</th><th>after</th><th>share</th>"
-        f"<th>copies</th><th>distribution</th></tr></thead><tbody>{''.join(rows)}</tbody></table>",
-    ]
-    if section.small_topics:
-        parts.append(f"<p>Under min_count ({section.min_count}) after balancing: "
-                     f"{esc(', '.join(section.small_topics))}.</p>")
-    if section.warnings:
-        parts.append("<ul>" + "".join(f"<li>warning: {esc(w)}</li>" for w in section.warnings) + "</ul>")
-    parts.append("</div>")
-    return "".join(parts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 import time
@@ -497,100 +496,3 @@ def _contamination_hits(flags: dict[int, _Flag], index: Decontaminator | None) -
     for name, entry in hits.items():
         entry.items_hit = len(items_hit[name])
     return list(hits.values())
-
-
-# ---------------------------------------------------------------- rendering for the quality report
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return lines
-
-
-def _summary_rows(section: DedupReport) -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = [
-        ("records in", section.records_in), ("kept", section.kept),
-        ("exact duplicates", section.exact_duplicates), ("near duplicates", section.near_duplicates),
-        ("duplicates of the corpus", section.corpus_duplicates), ("contaminated", section.contaminated),
-        ("clusters", section.clusters),
-        ("LSH candidate pairs", section.candidate_pairs), ("verified pairs", section.verified_pairs),
-        ("LSH false positives discarded", section.false_positive_pairs),
-        ("removed through a chain (similarity to kept below threshold)", section.chained_removals),
-        ("pairs kept apart by conflict fields", section.conflicting_pairs),
-        ("seconds: signatures / LSH / verification / contamination",
-         f"{section.seconds_signatures} / {section.seconds_lsh} / {section.seconds_verification} / "
-         f"{round(section.seconds_contamination, 3)}"),
-    ]
-    if section.corpus_paths:
-        rows.append(("corpus", f"{', '.join(section.corpus_paths)} ({section.corpus_records} records)"))
-    if section.index_saved:
-        rows.append(("index saved", f"{section.index_saved} ({section.index_records} records)"))
-    return rows
-
-
-def _settings_line(section: DedupReport) -> str:
-    return (f"{section.shingle} {section.ngram}-gram shingles, MinHash {section.num_perm} permutations, "
-            f"threshold {section.threshold} (LSH {section.bands} bands x {section.rows} rows), "
-            f"verification {'on' if section.verify else 'off'}, keep {section.keep}"
-            + (f", decontamination: {section.contamination_method}." if section.contamination_method else "."))
-
-
-_CONTAMINATION_HEADER = ("benchmark", "items", "items found", "records removed", "by method")
-
-
-def _contamination_rows(section: DedupReport) -> list[tuple[Any, ...]]:
-    return [(Path(h.benchmark).name, h.items, h.items_hit, h.records_removed,
-             ", ".join(f"{method} {n}" for method, n in sorted(h.records_by_method.items())) or "-")
-            for h in section.contamination]
-
-
-def render_dedup_markdown(section: DedupReport) -> str:
-    """The dedup section of the quality report as Markdown."""
-    lines = ["## Duplicates and contamination", "", _settings_line(section), ""]
-    lines += _table(("", "count"), _summary_rows(section))
-    if section.cluster_sizes:
-        lines += ["", "### Cluster sizes", ""]
-        lines += _table(("size", "clusters"), list(section.cluster_sizes.items()))
-    for ex in section.largest_clusters:
-        lines += ["", f"### Cluster {ex.cluster_id} ({ex.size} records)", "",
-                  f"- kept `{ex.kept_id}`: {ex.kept_preview}"]
-        lines += [f"- removed `{m.id}` ({m.reason}, similarity {m.similarity}): {m.preview}" for m in ex.removed]
-    if section.contamination:
-        lines += ["", "### Contamination by benchmark", ""]
-        lines += _table(_CONTAMINATION_HEADER, _contamination_rows(section))
-    return "\n".join(lines) + "\n"
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _html_histogram(sizes: dict[str, int]) -> str:
-    """Cluster sizes as inline bars (no scripts, no external resources)."""
-    top = max(sizes.values(), default=1)
-    rows = "".join(
-        f"<tr><td>{html.escape(size)}</td><td><div style='background:#4a7;height:0.8em;"
-        f"width:{max(1, round(200 * count / top))}px'></div></td><td>{count}</td></tr>"
-        for size, count in sizes.items())
-    return f"<table><thead><tr><th>size</th><th></th><th>clusters</th></tr></thead><tbody>{rows}</tbody></table>"
-
-
-def render_dedup_html(section: DedupReport) -> str:
-    """The dedup section of the quality report as a self-contained HTML fragment."""
-    parts = ["<section class='dedup'>", "<h2>Duplicates and contamination</h2>",
-             f"<p>{html.escape(_settings_line(section))}</p>", _html_table(("", "count"), _summary_rows(section))]
-    if section.cluster_sizes:
-        parts += ["<h3>Cluster sizes</h3>", _html_histogram(section.cluster_sizes)]
-    for ex in section.largest_clusters:
-        items = [f"<li>kept <code>{html.escape(ex.kept_id)}</code>: {html.escape(ex.kept_preview)}</li>"]
-        items += [f"<li>removed <code>{html.escape(m.id)}</code> ({html.escape(m.reason)}, similarity "
-                  f"{m.similarity}): {html.escape(m.preview)}</li>" for m in ex.removed]
-        parts += [f"<h3>Cluster {ex.cluster_id} ({ex.size} records)</h3>", "<ul>" + "".join(items) + "</ul>"]
-    if section.contamination:
-        parts += ["<h3>Contamination by benchmark</h3>",
-                  _html_table(_CONTAMINATION_HEADER, _contamination_rows(section))]
-    parts.append("</section>")
-    return "".join(parts)

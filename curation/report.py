@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -17,28 +16,20 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 from pydantic import BaseModel
 
+from assay.schemas import registry
 from assay.schemas.report import LengthSection, LengthStats, QualityReport, StepFunnel
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-OPTIONAL_SECTIONS: tuple[tuple[str, str], ...] = (
-    ("pii", "Personal data (PII)"),
-    ("dedup", "Duplicates"),
-    ("balance", "Topic balance"),
-)
-"""Report sections owned by a step: (attribute of QualityReport, title)."""
-
-SECTION_RENDERERS: dict[str, str] = {"dedup": "assay.curation.dedup", "balance": "assay.curation.balance"}
-"""Steps whose module renders its own section (`render_<name>_{markdown,html}`); the others get the
-generic rendering. Listed, not probed: importing a step module can be costly (presidio takes ~8 s)."""
-
 ROLE_ORDER = ("system", "user", "assistant", "tool")
 MARKDOWN_FIRST_ERRORS = 10
 KEPT_COLOUR = "#3a8f5c"
 BEFORE_COLOUR = "#9aa5b1"
 AFTER_COLOUR = "#1f5fa8"
+BAR_EIGHTHS = ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")
+TEXT_BAR_WIDTH = 24  # characters of a full-length bar in Markdown
 # Colour-blind-safe palette (Okabe-Ito, without the green used for kept records).
 DROP_COLOURS = ("#d55e00", "#e69f00", "#cc79a7", "#0072b2", "#56b4e9", "#f0e442", "#8c564b", "#7f7f7f")
 
@@ -55,50 +46,43 @@ def write_reports(report: QualityReport, folder: str | Path) -> None:
 
 def render_markdown(report: QualityReport) -> str:
     """Compact GitHub Markdown: readable as plain text in a terminal, tables render in pull requests."""
-    parts = [_md_summary(report), _md_funnel(report.funnel), _md_validation(report)]
-    for name, title in OPTIONAL_SECTIONS:
-        section = getattr(report, name)
-        if section is not None:
-            body = render_section_markdown(name, section).strip()
-            parts.append(body if body.startswith("#") else f"## {title}\n\n{body}")
-    parts += [_md_lengths(section) for section in report.lengths]
-    parts.append(_md_examples(report))
-    return "\n\n".join(part.strip() for part in parts if part.strip()) + "\n"
+    text = _environment("md").get_template("report.md.j2").render(**_context(report, "md"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
 def render_html(report: QualityReport) -> str:
     """One HTML page with inline CSS and inline SVG plots: no scripts, no network, opens from disk."""
-    template = _html_environment().get_template("report.html.j2")
-    return template.render(**_html_context(report))
+    context = _context(report, "html")
+    context["funnel_svg"] = funnel_svg(report.funnel) if report.funnel else None
+    for i, block in enumerate(context["lengths"]):
+        block["svg"] = lengths_svg(block["section"], f"plot-lengths-{i}")
+    return _environment("html").get_template("report.html.j2").render(**context)
 
 
-# --- step-owned sections (PII, dedup, balance) ---------------------------------------------------------
+# --- step sections -------------------------------------------------------------------------------------
 
-def _section_renderer(name: str, kind: str) -> Callable[[Any], str] | None:
-    """`render_<name>_<kind>` from the step's module when SECTION_RENDERERS names one, else None."""
-    if name not in SECTION_RENDERERS:
-        return None
-    module = importlib.import_module(SECTION_RENDERERS[name])
-    renderer = getattr(module, f"render_{name}_{kind}", None)
-    return renderer if callable(renderer) else None
+def render_section(name: str, section: BaseModel, fmt: str) -> str:
+    """A step's report section, Markdown (`md`) or an HTML fragment (`html`), without its heading: the
+    template its declaration names, or a table of the section's fields."""
+    template = registry.declaration(name).template if name in registry.step_names() else None
+    body = _environment(fmt).get_template(f"sections/{template or 'generic.j2'}").render(
+        section=section, fields=_SectionFields(section))
+    return Markup(body) if fmt == "html" else body
 
 
 def render_section_markdown(name: str, section: BaseModel) -> str:
-    renderer = _section_renderer(name, "markdown")
-    return renderer(section) if renderer is not None else generic_section_markdown(section)
+    return render_section(name, section, "md")
 
 
 def render_section_html(name: str, section: BaseModel) -> Markup:
-    renderer = _section_renderer(name, "html")
-    # The step's renderer returns an HTML fragment and is trusted to escape what it inserts.
-    return Markup(renderer(section)) if renderer is not None else generic_section_html(section)
+    return Markup(render_section(name, section, "html"))
 
 
 class _SectionFields:
-    """A section's fields by shape: scalars (one table), mappings (a table each), lists of objects."""
+    """A section's fields by shape: scalars (shown as text), mappings (a table each), lists of objects."""
 
     def __init__(self, section: BaseModel) -> None:
-        self.scalars: list[tuple[str, Any]] = []
+        self.scalars: list[tuple[str, str]] = []
         self.mappings: list[tuple[str, list[tuple[str, Any]]]] = []
         self.item_lists: list[tuple[str, list[Any]]] = []
         self.empty: list[str] = []  # empty mappings and lists: named once, not given a table each
@@ -110,7 +94,7 @@ class _SectionFields:
             elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
                 self.item_lists.append((_label(key), value))
             else:
-                self.scalars.append((_label(key), value))
+                self.scalars.append((_label(key), _plain_value(value)))
 
 
 def _sorted_items(mapping: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -141,33 +125,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def generic_section_markdown(section: BaseModel) -> str:
-    """Any report section as Markdown: its scalar fields, one table per mapping, JSON lines per list."""
-    fields = _SectionFields(section)
-    parts = []
-    if fields.scalars:
-        parts.append(markdown_table(["field", "value"],
-                                    [[label, md_code(_plain_value(v))] for label, v in fields.scalars], "lr"))
-    for label, rows in fields.mappings:
-        table = (markdown_table(["key", "value"], [[md_code(k), md_code(_plain_value(v))] for k, v in rows], "lr")
-                 if rows else "_none_")
-        parts.append(f"**{label}**\n\n{table}")
-    for label, items in fields.item_lists:
-        parts.append(f"**{label}**\n\n" + "\n".join(f"- {md_code(_plain_value(item), in_table=False)}"
-                                                     for item in items))
-    if fields.empty:
-        parts.append(f"Empty: {', '.join(fields.empty)}.")
-    return "\n\n".join(parts)
-
-
-def generic_section_html(section: BaseModel) -> Markup:
-    """Any report section as HTML tables (used when its step module has no renderer of its own)."""
-    fields = _SectionFields(section)
-    template = _html_environment().get_template("section_generic.html.j2")
-    return Markup(template.render(fields=fields, plain=_plain_value, is_number=_is_number,
-                                  as_json=lambda v: json.dumps(v, ensure_ascii=False, indent=1)))
-
-
 def _label(field_name: str) -> str:
     return field_name.replace("_", " ")
 
@@ -186,14 +143,6 @@ def md_code(text: str, in_table: bool = True) -> str:
     return span.replace("|", "\\|") if in_table else span
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
-    """A GitHub table; `align` has one letter per column, l or r (default l)."""
-    marks = ["---:" if (align[i:i + 1] == "r") else "---" for i in range(len(headers))]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(marks) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "-"
 
@@ -204,89 +153,10 @@ def _num(value: float) -> str:
     return f"{value:,.1f}"
 
 
-def _md_summary(report: QualityReport) -> str:
-    dropped = report.records_in - report.records_out
-    lines = [f"# Quality report: {md_code(Path(report.input_path).name, in_table=False)}", "",
-             f"**{report.records_in:,}** records in, **{report.records_out:,}** kept "
-             f"({_pct(report.records_out, report.records_in)}), **{dropped:,}** dropped, "
-             f"in {report.seconds:.1f} s."]
-    if report.validation is not None:
-        fmt = report.validation.format.value if report.validation.format else "unknown"
-        note = f" ({report.validation.format_note})" if report.validation.format_note else ""
-        lines.append(f"Format: `{fmt}`{note}.")
-    lines.append(f"Steps: {' → '.join(report.steps)}. Output: {md_code(report.output_dir, in_table=False)}. "
-                 f"Created {report.created_at:%Y-%m-%d %H:%M} UTC.")
-    return "\n".join(lines)
-
-
-def _md_funnel(funnel: list[StepFunnel]) -> str:
-    rows = [[row.step, f"{row.records_in:,}", f"{row.kept:,}", f"{row.dropped_total:,}", f"{row.changed:,}",
-             ", ".join(f"`{reason}` {n:,}" for reason, n in _by_count(row.dropped)) or "-",
-             f"{row.seconds:.2f}"] for row in funnel]
-    return "## Funnel\n\n" + markdown_table(["step", "in", "kept", "dropped", "changed", "why dropped", "s"],
-                                            rows, "lrrrrlr")
-
-
-def _md_validation(report: QualityReport) -> str:
-    summary = report.validation
-    if summary is None:
-        return ""
-    parts = ["## Validation"]
-    if summary.errors_by_code:
-        parts.append(markdown_table(
-            ["error", "records", "share of input"],
-            [[f"`{code}`", f"{n:,}", _pct(n, summary.records_read)] for code, n in _by_count(summary.errors_by_code)],
-            "lrr"))
-    else:
-        parts.append("No validation errors.")
-    if summary.warnings:
-        parts.append("Warnings: " + ", ".join(f"`{w}` {n:,}" for w, n in _by_count(summary.warnings)) + ".")
-    if summary.first_errors:
-        shown = summary.first_errors[:MARKDOWN_FIRST_ERRORS]
-        parts.append(f"First {len(shown)} errors:\n\n" + markdown_table(
-            ["line", "error", "field", "message"],
-            [[str(e.line if e.line is not None else f"record {e.record}"), f"`{e.code.value}`",
-              md_code(e.field or ""), md_code(e.message)] for e in shown],
-            "rlll"))
-    return "\n\n".join(parts)
-
-
-def _md_lengths(section: LengthSection) -> str:
-    roles = _ordered_roles(section)
-    if not roles:
-        return ""
-    by = f" ({md_code(section.tokenizer, in_table=False)})" if section.tokenizer else ""
-    rows = []
-    for role in roles:
-        before, after = section.before.get(role), section.after.get(role)
-        cells = [md_code(role)]
-        for attr in ("count", "mean", "p50", "p90", "p99", "max"):
-            cells.append(f"{_stat(before, attr)} → {_stat(after, attr)}")
-        rows.append(cells)
-    return (f"## Message lengths in {section.unit}{by}, before → after\n\n"
-            + markdown_table(["role", "messages", "mean", "p50", "p90", "p99", "max"], rows, "lrrrrrr"))
-
-
 def _stat(stats: LengthStats | None, attr: str) -> str:
     if stats is None or stats.count == 0:
         return "-"
     return _num(getattr(stats, attr))
-
-
-def _md_examples(report: QualityReport) -> str:
-    groups = _example_groups(report)
-    if not groups:
-        return ""
-    parts = ["## Examples of dropped records", "All dropped records are in `rejected.jsonl`."]
-    for group in groups:
-        lines = [f"**{group['step']} · `{group['reason']}`** ({group['total']:,})", ""]
-        for example in group["items"]:
-            where = _details_text(example.details)
-            message = f" {md_code(example.message, in_table=False)}" if example.message else ""
-            lines.append(f"- {md_code(example.id, in_table=False)}{f' ({where})' if where else ''}:{message}")
-            lines.append(f"  {md_code(example.preview, in_table=False)}")
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts)
 
 
 def _details_text(details: dict[str, Any]) -> str:
@@ -323,38 +193,70 @@ def _example_groups(report: QualityReport) -> list[dict[str, Any]]:
 
 # --- HTML ----------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
-def _html_environment() -> Environment:
-    # Autoescaping on: ids, previews, messages and paths all come from user data.
-    env = Environment(loader=PackageLoader("assay.curation", "templates"), autoescape=True,
+@lru_cache(maxsize=2)
+def _environment(fmt: str) -> Environment:
+    """The report's one Jinja environment per format: the same loader, filters and helpers; HTML
+    autoescapes, Markdown puts user data in code spans (`code`)."""
+    if fmt not in ("html", "md"):
+        raise ValueError(f"report format must be html or md, got {fmt!r}")
+    html = fmt == "html"
+    env = Environment(loader=PackageLoader("assay.curation", "templates"), autoescape=html,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["num"] = _num
-    env.filters["pct"] = lambda part, whole: _pct(part, whole)
-    env.filters["details"] = _details_text
+    code: Callable[[Any], str] = _html_code if html else (lambda text: md_code(str(text), in_table=False))
+    env.filters.update(num=_num, pct=_pct, percent=_percent, details=_details_text, plain=_plain_value,
+                       as_json=lambda v: json.dumps(v, ensure_ascii=False, indent=1), basename=lambda p: Path(p).name,
+                       code=code, cell=_md_cell)
+    env.globals.update(fmt=fmt, is_number=_is_number, text_bar=_text_bar, before_colour=BEFORE_COLOUR,
+                       after_colour=AFTER_COLOUR, by_count=_by_count, stat_pairs=_stat_pairs,
+                       reasons=lambda counts: ", ".join(f"{code(reason)} {n:,}" for reason, n in _by_count(counts))
+                       or "-")
     return env
 
 
-def _html_context(report: QualityReport) -> dict[str, Any]:
+def _html_code(text: Any) -> Markup:
+    return Markup("<code>{}</code>").format(text)
+
+
+def _md_cell(value: Any) -> str:
+    """A Markdown table cell: one line, and `|` escaped (GitHub splits cells on it, even in code spans)."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
+def _text_bar(value: float, largest: float) -> str:
+    """A bar of block characters for Markdown, in eighths of a character."""
+    eighths = round(TEXT_BAR_WIDTH * 8 * value / largest) if largest > 0 else 0
+    return "█" * (eighths // 8) + BAR_EIGHTHS[eighths % 8]
+
+
+def _stat_pairs(before: LengthStats | None, after: LengthStats | None) -> list[str]:
+    return [f"{_stat(before, attr)} → {_stat(after, attr)}" for attr in ("count", "mean", "p50", "p90", "p99", "max")]
+
+
+def _context(report: QualityReport, fmt: str) -> dict[str, Any]:
+    """What both report templates show; the sections rendered in `fmt`."""
     summary = report.validation
-    sections: list[dict[str, Any]] = [{"id": name, "title": title, "html": render_section_html(name, getattr(report, name))}
-                for name, title in OPTIONAL_SECTIONS if getattr(report, name) is not None]
-    for section in sections:
-        section["has_heading"] = "<h2" in section["html"]
-    lengths = [{"unit": s.unit, "tokenizer": s.tokenizer, "svg": lengths_svg(s, f"plot-lengths-{i}"),
+    sections = [{"id": step.name, "title": step.title, "body": render_section(step.name, section, fmt)}
+                for step in registry.STEPS if (section := report.section(step.name)) is not None]
+    lengths = [{"unit": s.unit, "tokenizer": s.tokenizer, "section": s, "svg": None,
                 "rows": [(role, s.before.get(role), s.after.get(role)) for role in _ordered_roles(s)]}
-               for i, s in enumerate(report.lengths)]
+               for s in report.lengths]
     return {
         "report": report,
         "name": Path(report.input_path).name,
         "dropped": report.records_in - report.records_out,
         "format": summary.format.value if summary is not None and summary.format else None,
-        "funnel_svg": funnel_svg(report.funnel) if report.funnel else None,
+        "funnel_svg": None,
         "errors": _by_count(summary.errors_by_code) if summary is not None else [],
         "warnings": _by_count(summary.warnings) if summary is not None else [],
+        "first_errors": summary.first_errors[:MARKDOWN_FIRST_ERRORS] if fmt == "md" and summary is not None
+        else (summary.first_errors if summary is not None else []),
         "sections": sections,
         "lengths": lengths,
         "examples": _example_groups(report),
-        "by_count": _by_count,
         "spec_json": json.dumps(report.spec, indent=2, ensure_ascii=False),
     }
 
@@ -500,7 +402,6 @@ def lengths_svg(section: LengthSection, svg_id: str = "plot-lengths") -> Markup 
 
 
 __all__ = [
-    "funnel_svg", "generic_section_html", "generic_section_markdown", "lengths_svg",
-    "markdown_table", "md_code", "render_html", "render_markdown", "render_section_html",
-    "render_section_markdown", "write_reports",
+    "funnel_svg", "lengths_svg", "md_code", "render_html", "render_markdown", "render_section",
+    "render_section_html", "render_section_markdown", "write_reports",
 ]

@@ -22,11 +22,10 @@ from assay.curation.balance import (
     gini,
     max_share_cap,
     normalised_entropy,
-    render_balance_html,
-    render_balance_markdown,
     water_fill,
 )
 from assay.curation.pipeline import run_pipeline
+from assay.curation.report import render_section_html, render_section_markdown
 from assay.curation.steps import StepContext
 from assay.schemas.balance import BalanceConfig, BalanceReport
 from assay.schemas.curation import CurationSpec
@@ -141,7 +140,7 @@ def test_min_count_reports_and_warns_about_topics_too_small_to_learn_from(tmp_pa
     assert section(report).small_topics == ["travel", "cooking"]
     assert "fewer than min_count=20" in caplog.text
     assert len(kept) == sum(SKEWED.values()) and not rejected  # no strategy: nothing is dropped
-    assert "Under min_count (20)" in render_balance_markdown(section(report))
+    assert "Under min_count (20)" in render_section_markdown("balance", section(report))
 
 
 # ---------------------------------------------------------------- which records go
@@ -207,7 +206,7 @@ def test_upsampling_repeats_small_topics_up_to_max_repeat_and_marks_every_copy(t
     assert step.ctx.added["balance"] == len(copies) == step.section.copies_added
     small_row = next(t for t in step.section.topics if t.name == "small")
     assert small_row.copies == 20 and small_row.after == 30
-    assert f"{len(copies)} upsampled copies added" in render_balance_markdown(step.section)
+    assert f"{len(copies)} upsampled copies added" in render_section_markdown("balance", step.section)
     # The most useful (longest) records are repeated first.
     length = {r["id"]: len(r["messages"][1]["content"]) for r in records}
     repeated = {r["upsampled_from"] for r in copies if r["category"] == "mid"}
@@ -295,10 +294,10 @@ def test_max_share_on_autoj_categories_keeps_each_under_five_percent_and_raises_
 def test_report_sections_show_before_and_after_and_escape_topic_names(tmp_path):
     records = make_records({"<script>alert(1)</script>": 30, "a|b": 10, "plain": 12})
     report, _, _, out = curate(tmp_path, records, max_share=0.5)
-    markdown = render_balance_markdown(section(report))
+    markdown = render_section_markdown("balance", section(report))
     assert "| normalised entropy |" in markdown and "| Gini |" in markdown and "a\\|b" in markdown
     assert "█" in markdown
-    fragment = render_balance_html(section(report))
+    fragment = render_section_html("balance", section(report))
     assert "<script>" not in fragment and "&lt;script&gt;" in fragment
     assert fragment.count("width:") >= 6 and "http" not in fragment
     page = (out / "report.html").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from assay.curation.contamination import ContaminationIndex, benchmark_files, read_benchmark
-from assay.curation.dedup import render_dedup_html, render_dedup_markdown
 from assay.curation.dedup_index import IndexError_
 from assay.curation.pipeline import run_pipeline
+from assay.curation.report import render_section_html, render_section_markdown
 from assay.schemas.curation import CurationSpec
 from assay.schemas.dedup import DedupConfig
 
@@ -348,13 +349,14 @@ def test_report_section_renders_clusters_and_contamination_as_markdown_and_html(
     section = report.dedup
     assert section is not None and section.largest_clusters[0].kept_id == "a"
     assert section.largest_clusters[0].removed[0].id == "b"
-    markdown = render_dedup_markdown(section)
+    markdown = render_section_markdown("dedup", section)
     assert "| near duplicates | 1 |" in markdown and "Cluster 0 (2 records)" in markdown
-    assert "| bench.jsonl | 1 | 1 | 1 | ngram 1 |" in markdown and "decontamination: both" in markdown
-    fragment = render_dedup_html(section)
+    assert "| `bench.jsonl` | 1 | 1 | 1 | ngram 1 |" in markdown and "decontamination: both" in markdown
+    assert "<script>x</script>" in markdown and "<script>" not in re.sub(r"(`+)(.+?)\1", "", markdown)
+    fragment = render_section_html("dedup", section)
     assert "bench.jsonl" in fragment and "ngram 1" in fragment
     assert "<script>" not in fragment and "&lt;script&gt;" in fragment
-    assert "http" not in fragment and fragment.startswith("<section")
+    assert "http" not in fragment and "<html" not in fragment and fragment.lstrip().startswith("<p>")
 
 
 def test_exact_hashes_differ_for_different_texts():

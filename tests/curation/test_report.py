@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-import sys
-import types
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import pytest
 
 from assay.curation.lengths import LengthProfile, TokenizerLoadError
 from assay.curation.pipeline import run_pipeline
-from assay.curation.report import generic_section_html, md_code, render_html, render_markdown, write_reports
+from assay.curation.report import md_code, render_html, render_markdown, render_section_html, write_reports
+from assay.schemas import registry
 from assay.schemas.curation import CurationSpec
 from assay.schemas.dedup import DedupReport
 from assay.schemas.pii import PiiReport
@@ -195,33 +195,34 @@ def test_markdown_code_spans_survive_backticks_and_pipes() -> None:
     assert md_code("  spaced\n out ") == "`spaced out`"
 
 
-def test_sections_without_a_renderer_fall_back_to_a_table_of_their_fields(
+def test_a_section_whose_step_names_no_template_is_a_table_of_its_fields(
         run: tuple[QualityReport, Path, list[dict]], monkeypatch: pytest.MonkeyPatch) -> None:
-    # A stand-in step module that exists but has no render_dedup_* functions yet.
-    monkeypatch.setitem(sys.modules, "assay.curation.dedup", types.ModuleType("assay.curation.dedup"))
-    report = run[0].model_copy(update={"dedup": DedupReport()})
-    html = render_html(report)
-    assert '<section id="dedup">' in html and "<h2>Duplicates</h2>" in html
-    assert "## Duplicates" in render_markdown(report)
-
-
-def test_a_step_module_renderer_is_used_when_it_exists(run: tuple[QualityReport, Path, list[dict]],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("assay.curation.balance")
-    module.render_balance_html = lambda section: "<h2>Topics</h2><p class='from-step'>balanced</p>"  # type: ignore[attr-defined]
-    module.render_balance_markdown = lambda section: "## Topics\n\nbalanced by the step"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "assay.curation.balance", module)
-    from assay.schemas.balance import BalanceReport
-
-    report = run[0].model_copy(update={"balance": BalanceReport()})
+    dedup = dataclasses.replace(registry.declaration("dedup"), template=None)
+    monkeypatch.setattr(registry, "STEPS", tuple(dedup if s.name == "dedup" else s for s in registry.STEPS))
+    report = run[0].model_copy(update={"dedup": DedupReport(exact_duplicates=7, cluster_sizes={"2": 3})})
     html, md = render_html(report), render_markdown(report)
-    assert "<p class='from-step'>balanced</p>" in html and "<h2>Topic balance</h2>" not in html
-    assert "## Topics\n\nbalanced by the step" in md and "## Topic balance" not in md
+    assert '<section id="dedup">' in html and "<h2>Duplicates and contamination</h2>" in html
+    assert "<dt>exact duplicates</dt><dd>7</dd>" in html and "LSH candidate pairs" not in html
+    assert "## Duplicates and contamination" in md and "| exact duplicates | `7` |" in md
+    assert "| `2` | 3 |" in md  # the cluster_sizes mapping, a table of its own
+
+
+def test_a_step_template_renders_its_section_in_both_formats(run: tuple[QualityReport, Path, list[dict]]) -> None:
+    from assay.schemas.balance import BalanceReport, TopicCount
+
+    section = BalanceReport(topics=[TopicCount(id=0, name="a|<b>", before=3, after=2, share_before=1.0,
+                                               share_after=1.0)])
+    report = run[0].model_copy(update={"balance": section})
+    html, md = render_html(report), render_markdown(report)
+    page = _Page(html)
+    assert "<h2>Topic balance</h2>" in html and "1 topics from field" in html
+    assert any(["a|<b>", "3", "100.0%", "2", "100.0%", "0", "", ""] in t for t in page.tables)
+    assert "## Topic balance" in md and "| `a\\|<b>` | 3 | 100.0% | 2 | 100.0% | 0 |" in md
 
 
 def test_generic_pii_table_shows_counts_by_entity_and_role() -> None:
     section = PiiReport(by_entity={"PERSON": 3, "EMAIL_ADDRESS": 7}, by_role={"user": 9, "assistant": 1})
-    parsed = _Page(str(generic_section_html(section)))
+    parsed = _Page(str(render_section_html("pii", section)))
     tables = [t for t in parsed.tables if t]
     entity = next(t for t in tables if ["EMAIL_ADDRESS", "7"] in t)
     assert entity.index(["EMAIL_ADDRESS", "7"]) < entity.index(["PERSON", "3"])  # largest first
