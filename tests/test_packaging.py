@@ -28,6 +28,7 @@ def test_the_wheel_holds_exactly_one_top_level_package(tmp_path: Path) -> None:
         assert f"assay/{part}/__init__.py" in names
     # package data travels with the remapped packages
     assert "assay/curation/templates/report.html.j2" in names
+    assert "assay/curation/templates/sections/dedup.j2" in names and "assay/curation/templates/format/md.j2" in names
     assert "assay/schemas/json/curation_spec.json" in names
 
 
