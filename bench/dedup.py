@@ -31,8 +31,8 @@ import xxhash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assay.curation.dedup import Sketcher, cluster_duplicates  # noqa: E402
 from assay.curation.dedup_index import Sketches, SketchStore  # noqa: E402
+from assay.curation.duplicates import Sketcher, cluster_duplicates  # noqa: E402
 from assay.curation.minhash import (  # noqa: E402
     band_keys,
     candidate_pairs,
@@ -113,7 +113,7 @@ def sketches_with(docs: list[str], signatures: np.ndarray, config: DedupConfig, 
 def decisions(sketches: Sketches, config: DedupConfig) -> tuple[np.ndarray, float, dict[str, float]]:
     n = len(sketches)
     started = time.perf_counter()
-    result = cluster_duplicates(sketches, np.ones(n, bool), np.zeros(n, np.int64), np.zeros(n), config)
+    result = cluster_duplicates(sketches, np.zeros(n, np.int64), np.zeros(n), config)
     stats = {"candidates": result.candidate_pairs, "verified": result.verified_pairs,
              "false_positives": result.false_positive_pairs, "lsh_s": result.seconds_lsh,
              "verify_s": result.seconds_verification}

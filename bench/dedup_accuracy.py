@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assay.curation.dedup import Sketcher, cluster_duplicates, conflict_keys  # noqa: E402
 from assay.curation.dedup_index import CorpusLookup, Sketches, SketchStore  # noqa: E402
+from assay.curation.duplicates import Sketcher, cluster_duplicates, conflict_keys  # noqa: E402
 from assay.curation.minhash import jaccard, lsh_bands  # noqa: E402
 from assay.schemas.dedup import DedupConfig  # noqa: E402
 
@@ -172,7 +172,7 @@ def bib_scores(name: str, style: str, config: DedupConfig, work: Path) -> tuple[
     ids = [r["ID"] for r in records]
     truth = pairs_of(clusters)
     sketches = sketch(texts, config, work, f"bib-{name}")
-    result = cluster_duplicates(sketches, np.ones(len(ids), bool), np.array([len(t) for t in texts]),
+    result = cluster_duplicates(sketches, np.array([len(t) for t in texts]),
                                 np.zeros(len(ids)), config, conflict_keys(records, config))
     groups: dict[int, list[str]] = {}
     for i, c in enumerate(result.cluster.tolist()):
@@ -261,7 +261,7 @@ def synthetic_sweep(work: Path, config: DedupConfig, seed: int) -> list[str]:
         copies = [edit_words(rng, docs[i], rate, vocab) for i in picked]
         texts = docs + copies
         sketches = sketch(texts, config, work, "synthetic")
-        result = cluster_duplicates(sketches, np.ones(len(texts), bool), np.zeros(len(texts), np.int64),
+        result = cluster_duplicates(sketches, np.zeros(len(texts), np.int64),
                                     np.zeros(len(texts)), config)
         cluster = result.cluster
         planted = {(i, len(docs) + k) for k, i in enumerate(picked)}

@@ -16,6 +16,7 @@ boilerplate and ignored.
 from __future__ import annotations
 
 import gzip
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import orjson
 
 from assay.curation.minhash import ShingleSets, fmix64, normalise_text, shingle_sets, word_units, xxh32_ranges
 from assay.curation.steps import StepConfigError
+from assay.schemas.dedup import ContaminationHits, DedupConfig
 
 BENCHMARK_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 # Fields that hold what a model is asked (compared by the MinHash method); answers and solutions are not:
@@ -38,6 +40,7 @@ CHOICE_FIELDS = ("choices", "options", "endings")
 _MULTIPLIER = np.uint64(0x100000001B3)
 
 Method = Literal["ngram", "minhash", "both"]
+CONTAMINATED = "contaminated"
 
 
 class BenchmarkFileError(StepConfigError):
@@ -409,3 +412,51 @@ class Decontaminator:
             for i, hit in zip(rest, self.minhash_index.match([texts[i] for i in rest]), strict=True):
                 results[i] = hit
         return results
+
+
+class Decontamination:
+    """The dedup step's decontamination: rejects, batch by batch, the records that overlap a benchmark
+    item, and tallies the hits per benchmark for the report. Needs no pass over the whole dataset."""
+
+    def __init__(self, decontaminator: Decontaminator, examples: int = 3) -> None:
+        self.decontaminator = decontaminator
+        self.examples = examples
+        self.seconds = 0.0
+        self._hits = {name: ContaminationHits(benchmark=name, items=count)
+                      for name, count in sorted(decontaminator.items_per_benchmark.items())}
+        self._items_hit: dict[str, set[str]] = {name: set() for name in self._hits}
+
+    @classmethod
+    def from_config(cls, config: DedupConfig) -> Decontamination:
+        started = time.perf_counter()
+        unit = cls(Decontaminator.build(
+            config.decontaminate, config.contamination_method, config.contamination_ngram,
+            config.contamination_min_words, config.contamination_max_items, config.contamination_minhash_ngram,
+            config.contamination_minhash_threshold, config.contamination_sketch_size,
+            config.contamination_minhash_min_shared))
+        unit.seconds = time.perf_counter() - started
+        return unit
+
+    def match(self, texts: Sequence[str], ids: Sequence[str]) -> list[ContaminationMatch | None]:
+        """Per text, the benchmark item it overlaps (counted as a removed record), or None."""
+        started = time.perf_counter()
+        matches = self.decontaminator.match(texts)
+        for record_id, hit in zip(ids, matches, strict=True):
+            if hit is not None:
+                self._count(hit, record_id)
+        self.seconds += time.perf_counter() - started
+        return matches
+
+    def _count(self, hit: ContaminationMatch, record_id: str) -> None:
+        entry = self._hits[hit.benchmark]
+        entry.records_removed += 1
+        entry.records_by_method[hit.method] = entry.records_by_method.get(hit.method, 0) + 1
+        self._items_hit[hit.benchmark].add(hit.item)
+        entry.items_hit = len(self._items_hit[hit.benchmark])
+        if len(entry.examples) < self.examples:
+            details = hit.details()
+            del details["benchmark"]
+            entry.examples.append({"record": record_id, **details})
+
+    def hits(self) -> list[ContaminationHits]:
+        return list(self._hits.values())

@@ -242,6 +242,14 @@ class ShingleSets:
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def take(self, rows: np.ndarray) -> ShingleSets:
+        """The sets of documents `rows`, in that order."""
+        sizes = self.sizes()[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        hashes = (np.concatenate([self.get(int(i)) for i in rows]) if len(rows) else self.hashes[:0])
+        return ShingleSets(hashes.astype(self.hashes.dtype, copy=False), offsets)
+
 
 def _ngram_ranges(units: Units, ngram: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Byte ranges (start, end) and document of every n-gram of units; short documents give one range."""

@@ -14,9 +14,11 @@ import pytest
 from pydantic import ValidationError
 
 from assay.curation.contamination import ContaminationIndex, benchmark_files, read_benchmark
+from assay.curation.dedup import DedupStep
 from assay.curation.dedup_index import IndexError_
 from assay.curation.pipeline import run_pipeline
 from assay.curation.report import render_section_html, render_section_markdown
+from assay.curation.steps import StepContext
 from assay.schemas.curation import CurationSpec
 from assay.schemas.dedup import DedupConfig
 
@@ -241,6 +243,41 @@ def test_against_a_curated_dataset_file(tmp_path):
     assert report.dedup is not None and report.dedup.corpus_records == 10
 
 
+def drops_while_reading(step: DedupStep, batches: list[list[dict[str, Any]]]) -> list[list[str]]:
+    """Run the step alone; before each batch after the first, note which records it has dropped so far."""
+    seen: list[list[str]] = []
+
+    def source():
+        for number, batch in enumerate(batches):
+            if number:
+                seen.append([d.record["id"] for d in step.ctx.drops])
+            yield batch
+
+    list(step.run(source()))
+    return seen
+
+
+def test_decontamination_and_corpus_duplicates_are_rejected_batch_by_batch(tmp_path):
+    rng = random.Random(13)
+    question = random_text(rng, 30)
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": question, "answer": "42"}) + "\n")
+    corpus = tmp_path / "corpus.jsonl"
+    old = random_text(rng, 60)
+    corpus.write_text(json.dumps(chat("old", "q", old)) + "\n")
+    step = DedupStep(DedupConfig(decontaminate=[str(bench)], against=[str(corpus)])).bind(StepContext(tmp_path))
+    first = [chat("leak", question, "42"), chat("copy", "q", old), chat("fine", "q", random_text(rng, 40))]
+    later = [chat("twin", "q", first[2]["messages"][1]["content"]), chat("other", "q", random_text(rng, 40))]
+    # Neither unit waits for the end of the input; the run's own duplicates (twin) can only be found then.
+    assert drops_while_reading(step, [first, later]) == [["leak", "copy"]]
+    assert [(d.record["id"], d.reason) for d in step.ctx.drops] == [
+        ("leak", "contaminated"), ("copy", "duplicate_of_corpus"), ("twin", "exact_duplicate")]
+    section = step.report_section()
+    assert (section.records_in, section.kept, section.contaminated, section.corpus_duplicates,
+            section.exact_duplicates) == (5, 2, 1, 1, 1)
+    assert section.contamination[0].examples[0]["record"] == "leak"
+
+
 def test_an_index_built_with_other_settings_is_refused(tmp_path):
     records = [chat("a", "q", "some words to index for later comparison runs")]
     index = tmp_path / "idx"
@@ -360,7 +397,7 @@ def test_report_section_renders_clusters_and_contamination_as_markdown_and_html(
 
 
 def test_exact_hashes_differ_for_different_texts():
-    from assay.curation.dedup import Sketcher
+    from assay.curation.duplicates import Sketcher
 
     exact = Sketcher(DedupConfig()).exact_hashes(["a b", "a  B", "a c"])
     assert exact[0] == exact[1] != exact[2] and exact.dtype == np.uint64

@@ -167,3 +167,15 @@ def test_normalisation_folds_width_case_and_whitespace():
     assert normalise_text("ＨＥＬＬＯ\u3000  World\n") == "hello world"
     assert normalise_text("Hello,  World!", strip_punctuation=True) == "hello world"
     assert normalise_text("Hello  World", casefold=False) == "Hello World"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(max_size=40), max_size=8), st.data())
+def test_taking_some_documents_keeps_exactly_their_shingle_sets(texts, data):
+    sets = shingle_sets(texts, "char", 3)
+    rows = np.asarray(data.draw(st.lists(st.integers(0, max(len(texts) - 1, 0)), max_size=len(texts)))
+                      if texts else [], dtype=np.int64)
+    taken = sets.take(rows)
+    assert len(taken) == len(rows)
+    for k, row in enumerate(rows.tolist()):
+        assert taken.get(k).tolist() == sets.get(row).tolist()
