@@ -217,12 +217,16 @@ def curate(
             _apply_override(spec_data, item)
         if steps is not None:
             spec_data["steps"] = [s.strip() for s in steps.split(",") if s.strip()]
-        flags = {**step_flags, "report__tokenizer": tokenizer}
-        for name, value in flags.items():
-            if value is not None and value != []:
-                section, _, key = name.partition("__")
-                spec_data.setdefault(section, {})[key] = value
+        given = {name: value for name, value in {**step_flags, "report__tokenizer": tokenizer}.items()
+                 if value is not None and value != []}
+        for name, value in given.items():
+            section, _, key = name.partition("__")
+            spec_data.setdefault(section, {})[key] = value
         spec = CurationSpec.model_validate(spec_data)
+        idle = sorted({name.partition("__")[0] for name in step_flags if name in given} - set(spec.steps))
+        if idle:
+            raise ValueError(f"options of the {', '.join(idle)} step were given, but it is not among the steps of "
+                             f"this run ({', '.join(spec.steps)}); add it with --steps or in the spec")
     except FileNotFoundError as exc:
         _fail(f"cannot read --config: {exc.filename}: no such file")
         return

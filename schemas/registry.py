@@ -1,20 +1,31 @@
 """The registry of curation steps. The spec's step names and sections, the report's sections, the
 pipeline's step classes and the flags of `assay curate` all derive from it.
 
-A step is registered by listing its declaration (its schemas module's `STEP`) here; the order is the
+A step is registered by one line here: the module that declares it (as `STEP`). The order is the
 default order of `steps`. Validation is not listed: it is the pipeline's source and always comes first.
 """
 
 from __future__ import annotations
 
-from assay.schemas import balance, dedup, pii
+import importlib
+
 from assay.schemas.step import StepDeclaration
 
-STEPS: tuple[StepDeclaration, ...] = (
-    pii.STEP,
-    dedup.STEP,
-    balance.STEP,
+STEP_MODULES: tuple[str, ...] = (
+    "assay.schemas.pii",
+    "assay.schemas.dedup",
+    "assay.schemas.balance",
 )
+
+
+def _declared(module: str) -> StepDeclaration:
+    step = getattr(importlib.import_module(module), "STEP", None)
+    if not isinstance(step, StepDeclaration):
+        raise TypeError(f"{module} is registered as a curation step but has no STEP = StepDeclaration(...)")
+    return step
+
+
+STEPS: tuple[StepDeclaration, ...] = tuple(_declared(module) for module in STEP_MODULES)
 
 
 def step_names() -> tuple[str, ...]:

@@ -121,6 +121,15 @@ def test_dedup_flags_reach_the_step(tmp_path: Path) -> None:
     assert {(r["reason"], r["details"]["method"]) for r in rejected} == {("contaminated", "minhash")}
 
 
+def test_an_option_of_a_step_that_does_not_run_is_an_error_not_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n")
+    result = assay("curate", path, "--out", tmp_path / "o", "--steps", "validate,pii", "--max-share", "0.2", "-q")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "options of the balance step were given, but it is not among the steps of this run" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_step_settings_that_cannot_work_are_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps({**CHAT, "category": "greeting"}) + "\n")
