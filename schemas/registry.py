@@ -13,6 +13,7 @@ from assay.schemas.step import StepDeclaration
 
 STEP_MODULES: tuple[str, ...] = (
     "assay.schemas.pii",
+    "assay.schemas.length_filter",
     "assay.schemas.dedup",
     "assay.schemas.balance",
 )
