@@ -23,7 +23,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    func,
     insert,
     select,
     update,
@@ -180,10 +179,6 @@ class Store:
             conn.execute(delete(files_table).where(files_table.c.id == file_id))
         return dict(found)
 
-    def storage_names(self) -> set[str]:
-        with self._read() as conn:
-            return set(conn.execute(select(files_table.c.storage_name)).scalars())
-
     def _page(self, table: Table, query: Any, limit: int, after: str | None,
               descending: bool) -> tuple[list[dict[str, Any]], bool]:
         with self._read() as conn:
@@ -292,11 +287,6 @@ class Store:
     def list_events(self, job_id: str, *, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
         query = select(events_table).where(events_table.c.job_id == job_id)
         return self._page(events_table, query, limit, after, descending=False)
-
-    def count_events(self, job_id: str) -> int:
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(events_table)
-                                    .where(events_table.c.job_id == job_id)).scalar_one())
 
     # -- API keys ---------------------------------------------------------------------------------
     def add_key(self, name: str, key_hash: str) -> dict[str, Any]:

@@ -50,7 +50,6 @@ class SketchStore:
     def __init__(self, folder: Path, name: str, num_perm: int) -> None:
         self._path = folder / f"{name}.shingles.u32"
         self._out = self._path.open("wb")
-        self._num_perm = num_perm
         self.ids: list[str] = []
         self._exact: list[np.ndarray] = []
         self._signatures = np.empty((0, num_perm), dtype=np.uint32)

@@ -94,9 +94,6 @@ class Sketcher:
                 "num_perm": c.num_perm, "seed": c.seed, "normalize": c.normalize.model_dump(),
                 "roles": c.roles, "fields": c.fields}
 
-    def exact_hashes(self, texts: Sequence[str]) -> np.ndarray:
-        return self._exact(self._exact_texts(texts))
-
     def _exact_texts(self, texts: Sequence[str]) -> list[str]:
         n = self.config.normalize
         return [normalise_text(t, n.nfkc, n.casefold, n.collapse_whitespace, n.strip_punctuation) for t in texts]

@@ -22,12 +22,6 @@ class ErrorCode(str, Enum):
     duplicate_id = "duplicate_id"
 
 
-class WarningCode(str, Enum):
-    blank_line = "blank_line"
-    bom = "bom"
-    crlf = "crlf"
-
-
 class RecordError(BaseModel):
     """Why one input record was rejected. `line` is the 1-based line (JSONL) and `record` the 1-based
     record ordinal (the same for JSONL; the array index for .json files, where `line` is None)."""

@@ -14,7 +14,8 @@ ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
 
 
 class RecordFormat(str, Enum):
-    """Input formats; `auto` asks the validator to detect the format from the first records."""
+    """Input formats. No format (`auto` on the command line) asks the validator to detect it from the first
+    records."""
 
     chat = "chat"
     instruction = "instruction"

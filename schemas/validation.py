@@ -31,7 +31,9 @@ class ValidationSummary(BaseModel):
     blank: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
-    warnings: dict[str, int] = Field(default_factory=dict)
+    warnings: dict[str, int] = Field(
+        default_factory=dict, description="Lines read despite a flaw, by kind: blank_line, bom (a UTF-8 byte order "
+                                          "mark), crlf (Windows line ends).")
     errors_by_code: dict[str, int] = Field(default_factory=dict)
     first_errors: list[RecordError] = Field(default_factory=list)
 

@@ -399,7 +399,7 @@ def test_report_section_renders_clusters_and_contamination_as_markdown_and_html(
 def test_exact_hashes_differ_for_different_texts():
     from assay.curation.duplicates import Sketcher
 
-    exact = Sketcher(DedupConfig()).exact_hashes(["a b", "a  B", "a c"])
+    exact, _, _ = Sketcher(DedupConfig(near=False)).sketch(["a b", "a  B", "a c"])
     assert exact[0] == exact[1] != exact[2] and exact.dtype == np.uint64
 
 
