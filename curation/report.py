@@ -239,6 +239,7 @@ def _stat_pairs(before: LengthStats | None, after: LengthStats | None) -> list[s
 def _context(report: QualityReport, fmt: str) -> dict[str, Any]:
     """What both report templates show; the sections rendered in `fmt`."""
     summary = report.validation
+    first_errors = list(summary.first_errors) if summary is not None else []
     sections = [{"id": step.name, "title": step.title, "body": render_section(step.name, section, fmt)}
                 for step in registry.STEPS if (section := report.section(step.name)) is not None]
     lengths = [{"unit": s.unit, "tokenizer": s.tokenizer, "section": s, "svg": None,
@@ -252,8 +253,7 @@ def _context(report: QualityReport, fmt: str) -> dict[str, Any]:
         "funnel_svg": None,
         "errors": _by_count(summary.errors_by_code) if summary is not None else [],
         "warnings": _by_count(summary.warnings) if summary is not None else [],
-        "first_errors": summary.first_errors[:MARKDOWN_FIRST_ERRORS] if fmt == "md" and summary is not None
-        else (summary.first_errors if summary is not None else []),
+        "first_errors": first_errors[:MARKDOWN_FIRST_ERRORS] if fmt == "md" else first_errors,
         "sections": sections,
         "lengths": lengths,
         "examples": _example_groups(report),
