@@ -89,8 +89,18 @@ def iter_jsonl_blocks(stream: IO[bytes], max_line_bytes: int,
         yield number, [pending], ({number} if pending_cut else set())
 
 
-def iter_json_array(stream: IO[bytes], path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (1-based index, item) for the items of one top-level JSON array, streamed with ijson."""
+TOO_DEEP = object()
+"""Stands in for an array item nested deeper than the limit: it was skipped, never built."""
+
+
+def iter_json_array(stream: IO[bytes], path: Path, max_depth: int = 256) -> Iterator[tuple[int, Any]]:
+    """Yield (1-based index, item) for the items of one top-level JSON array, streamed.
+
+    Items are built here from ijson's prefix-free events rather than with `ijson.items`, whose event
+    prefixes grow with the nesting: a 100,000-deep array cost 38 s and 10 GB that way. An item nested
+    deeper than `max_depth` (the item itself is depth 1) is skipped with a counter, in constant memory,
+    and yielded as `TOO_DEEP`.
+    """
     import ijson
 
     head = stream.read(1024)
@@ -106,12 +116,75 @@ def iter_json_array(stream: IO[bytes], path: Path) -> Iterator[tuple[int, Any]]:
     if head.startswith(BOM):
         stream.read(len(BOM))
     record = 0
+    events = ijson.basic_parse(stream, use_float=True)
+    containers, ends = _CONTAINERS, _ENDS
     try:
-        for item in ijson.items(stream, "item", use_float=True):
-            record += 1
-            yield record, item
+        next(events)  # the top-level start_array, checked above
+        stack: list[Any] = []  # the open containers of the item being built; stack[0] is the item
+        push, pop = stack.append, stack.pop
+        top: Any = None  # stack[-1]
+        top_is_list = False
+        key: Any = None
+        new: type | None = None
+        # Branches in order of frequency (keys and strings are most events); the loop is the hot path.
+        for event, value in events:
+            if event == "map_key":
+                key = value
+            elif event == "string" or ((new := containers.get(event)) is None and event not in ends):
+                if top is None:
+                    record += 1
+                    yield record, value
+                elif top_is_list:
+                    top.append(value)
+                else:
+                    top[key] = value
+            elif new is not None:
+                if len(stack) >= max_depth:
+                    _skip_item(events, len(stack) + 1)
+                    stack.clear()
+                    top = None
+                    record += 1
+                    yield record, TOO_DEEP
+                    continue
+                value = new()
+                if top is not None:
+                    if top_is_list:
+                        top.append(value)
+                    else:
+                        top[key] = value
+                push(value)
+                top, top_is_list = value, new is list
+            else:
+                if not stack:
+                    break  # the end of the top-level array
+                item = pop()
+                if stack:
+                    top = stack[-1]
+                    top_is_list = type(top) is list
+                else:
+                    top = None
+                    record += 1
+                    yield record, item
+        for _ in events:  # trailing data after the array is an error the parser raises here
+            pass
     except ijson.JSONError as exc:
-        raise InputFileError(f"{path}: invalid JSON after record {record}: {exc}") from exc
+        reason = str(exc).split("\n")[0]
+        raise InputFileError(f"{path}: invalid JSON after record {record}: {reason}") from exc
+
+
+_CONTAINERS: dict[str, type] = {"start_map": dict, "start_array": list}
+_ENDS = frozenset(("end_map", "end_array"))
+
+
+def _skip_item(events: Iterator[tuple[str, Any]], open_containers: int) -> None:
+    """Read past the rest of an item without building it: only a count of open containers is kept."""
+    for event, _ in events:
+        if event in _CONTAINERS:
+            open_containers += 1
+        elif event in _ENDS:
+            open_containers -= 1
+            if not open_containers:
+                return
 
 
 def sniff_jsonl_container(first_line: bytes, path: Path) -> None:

@@ -20,6 +20,7 @@ class ErrorCode(str, Enum):
     invalid_utf8 = "invalid_utf8"
     line_too_long = "line_too_long"
     duplicate_id = "duplicate_id"
+    too_deep = "too_deep"
 
 
 class RecordError(BaseModel):

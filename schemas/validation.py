@@ -13,6 +13,11 @@ class ValidateConfig(BaseModel):
 
     format: RecordFormat | None = Field(None, description="Input format; None detects it from the first records.")
     max_line_bytes: int = Field(1 << 20, gt=0, description="Lines longer than this are rejected unread.")
+    max_depth: int = Field(
+        256, gt=0, le=1000,
+        description="Records nested deeper than this many levels (the record itself is level 1) are rejected "
+                    "as too_deep, in bounded memory; at most 1000, below Python's recursion limit, so no "
+                    "later step can overflow it.")
     detect_records: int = Field(100, gt=0, description="How many leading records format detection looks at.")
     require_assistant: bool = Field(True, description="Reject chat records without an assistant turn.")
     reject_duplicate_ids: bool = Field(True, description="Reject a record whose `id` was already seen.")
