@@ -48,11 +48,15 @@ def validate(
     if max_line_bytes <= 0:
         _fail("--max-line-bytes must be positive")
     config = ValidateConfig(format=None if format == "auto" else RecordFormat(format), max_line_bytes=max_line_bytes)
+    from assay.curation.publish import OutputError, refuse_overwriting_inputs
+
     sink = None
     if rejects is not None:
         try:
-            rejects.parent.mkdir(parents=True, exist_ok=True)
-            sink = rejects.open("wb")
+            refuse_overwriting_inputs([file], [rejects])
+            sink = _RejectsFile(rejects)
+        except OutputError as exc:
+            _fail(str(exc))
         except OSError as exc:
             _fail(f"cannot write --rejects {rejects}: {exc.strerror}")
 
@@ -63,8 +67,13 @@ def validate(
     try:
         with _progress(file, quiet or as_json) as on_progress:
             summary = validate_file(file, config, rejects=write_reject if sink else None, on_progress=on_progress)
+        if sink is not None:
+            sink.commit()
     except InputFileError as exc:
         _fail(str(exc))
+        return
+    except OSError as exc:  # writing the rejects failed (a full disk, say); reading errors are InputFileError
+        _fail(f"cannot write --rejects {rejects}: {exc.strerror or exc}")
         return
     finally:
         if sink is not None:
@@ -74,6 +83,45 @@ def validate(
     else:
         _print_summary(summary, rejects)
     raise typer.Exit(0 if summary.ok else 1)
+
+
+class _RejectsFile:
+    """The --rejects output: written under a temporary name and renamed when validation finished, so an
+    existing rejects file is replaced only by a complete one. Devices and pipes are written directly."""
+
+    def __init__(self, path: Path) -> None:
+        import tempfile
+
+        if path.is_dir():
+            raise OSError(21, "is a folder; give a file name")
+        self.path = path
+        self.direct = path.exists() and not path.is_file()  # /dev/stdout, a named pipe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.direct:
+            self.temp = path
+            self.handle = path.open("wb")
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            self.temp = Path(name)
+            self.handle = open(fd, "wb")  # noqa: SIM115 - closed in close()
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+
+    def commit(self) -> None:
+        self.handle.close()
+        if not self.direct:
+            import os
+
+            os.replace(self.temp, self.path)
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(OSError):  # the write error, if any, was reported already
+            self.handle.close()
+        if not self.direct:
+            self.temp.unlink(missing_ok=True)
 
 
 class _progress:
@@ -197,6 +245,9 @@ def curate(
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override one spec value, SECTION.KEY=VALUE (VALUE read as YAML); repeatable. "
                       "E.g. --set pii.operator=hash --set dedup.threshold=0.7")] = None,
+    fail_on_empty: Annotated[bool, typer.Option(
+        "--fail-on-empty", help="Exit 2 (no_valid_records) and publish nothing when no record is left; "
+                                "without it an empty result is published with a warning.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     **step_flags: Any,
 ) -> None:
@@ -217,6 +268,8 @@ def curate(
             _apply_override(spec_data, item)
         if steps is not None:
             spec_data["steps"] = [s.strip() for s in steps.split(",") if s.strip()]
+        if fail_on_empty:
+            spec_data["fail_on_empty"] = True
         given = {name: value for name, value in {**step_flags, "report__tokenizer": tokenizer}.items()
                  if value is not None and value != []}
         for name, value in given.items():
@@ -237,20 +290,52 @@ def curate(
         _fail(str(exc))
         return
     from assay.curation.pipeline import run_pipeline
+    from assay.curation.publish import (
+        OutputError,
+        Terminated,
+        output_paths,
+        refuse_overwriting_inputs,
+        signals_raise,
+    )
     from assay.curation.steps import StepConfigError
 
+    _log_to_stderr()
     try:
-        with _StepProgress(quiet) as progress:
+        refuse_overwriting_inputs([config], output_paths(out))
+        # SIGTERM and SIGHUP become an exception, so the run's work folder is removed on the way out.
+        with signals_raise(), _StepProgress(quiet) as progress:
             report = run_pipeline(spec, input, out, progress=progress)
-    except (InputFileError, StepConfigError) as exc:
+    except (InputFileError, StepConfigError, OutputError) as exc:
         _fail(str(exc))
+        return
+    except (Terminated, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else 2
+        _fail(f"{exc or 'interrupted by SIGINT'}: the run stopped and nothing new was published to {out}",
+              128 + signum)
         return
     from assay.curation.report import render_markdown
 
     if not quiet:
         typer.echo(render_markdown(report))
+
     typer.echo(f"curated {report.records_out} of {report.records_in} records -> {out / 'curated.jsonl'}")
     typer.echo(f"report: {(out / 'report.html').resolve()}")
+
+
+def _log_to_stderr() -> None:
+    """Warnings of the library (an empty result, ignored corpus records) as `warning: ...` lines."""
+    import logging
+
+    class Lowercase(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"{record.levelname.lower()}: {record.getMessage()}"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Lowercase())
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("assay")
+    logger.addHandler(handler)
+    logger.propagate = False
 
 
 def _apply_override(spec_data: dict[str, Any], item: str) -> None:

@@ -1,15 +1,14 @@
 """The curation pipeline: validate, then each configured step, streaming batches; every drop accounted for.
 
-Outputs land in the output folder only when the whole run succeeded: everything is written to
-temporary names first and renamed at the end, so a crash never leaves half a dataset that looks done.
+Outputs land in the output folder only when the whole run succeeded, published as one unit
+(`curation/publish.py`): a crash or a signal never leaves half a dataset, or two runs mixed, that looks
+done.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
-import tempfile
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -19,13 +18,13 @@ from typing import Any, TypeVar
 import orjson
 
 from assay.curation.lengths import LengthProfile
+from assay.curation.publish import OUTPUT_FILES, OutputFolder, output_paths, refuse_overwriting_inputs
+from assay.curation.reader import InputFileError, check_readable
 from assay.curation.steps import Batch, Step, StepContext, load_step_class, record_text
 from assay.curation.validate import Validator
-from assay.schemas import registry
 from assay.schemas.curation import CurationSpec
 from assay.schemas.report import DropExample, QualityReport, StepFunnel
 
-OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "report.json", "report.html", "report.md")
 EXAMPLES_PER_REASON = 3
 PREVIEW_CHARS = 240
 T = TypeVar("T")
@@ -34,8 +33,17 @@ ProgressCallback = Callable[[str, int, int, float], None]
 """Called as (step, records_in, records_kept, seconds) after batches; used for terminal progress."""
 
 
+log = logging.getLogger("assay.curation")
+
+
 class PipelineError(Exception):
     """The pipeline's own invariants broke (a step lost records): a bug, reported loudly."""
+
+
+class NoValidRecords(InputFileError):
+    """The run left no record to publish and the spec (or the caller's default) says to fail then."""
+
+    code = "no_valid_records"
 
 
 class _Stopwatch:
@@ -106,11 +114,14 @@ class Pipeline:
     """
 
     def __init__(self, spec: CurationSpec, input_path: str | Path, out_dir: str | Path,
-                 progress: ProgressCallback | None = None, steps: Sequence[str | Step[Any]] | None = None) -> None:
+                 progress: ProgressCallback | None = None, steps: Sequence[str | Step[Any]] | None = None,
+                 fail_on_empty_default: bool = False) -> None:
         self.spec = spec
         self.input_path = Path(input_path)
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.fail_on_empty_default = fail_on_empty_default  # when the spec leaves `fail_on_empty` unset
+        self.output = OutputFolder(self.out_dir)
         self.steps: list[str | Step[Any]] = [s for s in (spec.steps if steps is None else steps) if s != "validate"]
         self.step_names = [s if isinstance(s, str) else s.name for s in self.steps]
         if len(set(self.step_names)) != len(self.step_names) or "validate" in self.step_names:
@@ -118,22 +129,25 @@ class Pipeline:
 
     def run(self) -> QualityReport:
         started = time.perf_counter()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".assay-run-", dir=self.out_dir))
-        try:
+        # Everything that can be refused is refused before the output folder is created or touched.
+        check_readable(self.input_path)
+        refuse_overwriting_inputs(self._inputs(), output_paths(self.out_dir))
+        with self.output as work:
             report = self._run(work, started)
-            for name in OUTPUT_FILES:  # publish only a complete run
-                os.replace(work / name, self.out_dir / name)
-            produced = set()
-            for path in (work / "extra").iterdir():  # step outputs such as topics.json
-                os.replace(path, self.out_dir / path.name)
-                produced.add(path.name)
-            # a step's file left by an earlier run that this run did not write goes: never mix two runs
-            for name in {name for step in registry.STEPS for name in step.outputs} - produced:
-                (self.out_dir / name).unlink(missing_ok=True)
+            empty = empty_result(report)
+            if empty is not None:
+                fail = self.spec.fail_on_empty if self.spec.fail_on_empty is not None else self.fail_on_empty_default
+                if fail:
+                    raise NoValidRecords(f"{self.input_path}: no valid records: {empty}; nothing was published")
+                log.warning("%s: the curated dataset is empty: %s (fail_on_empty, or --fail-on-empty, makes "
+                            "this an error)", self.input_path, empty)
+            self.output.publish(OUTPUT_FILES, work / "extra")
             return report
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+
+    def _inputs(self) -> list[str | Path | None]:
+        """Files the run reads besides its input: none of them may be overwritten by an output."""
+        dedup = getattr(self.spec, "dedup", None)
+        return [self.input_path, *getattr(dedup, "against", ()), *getattr(dedup, "decontaminate", ())]
 
     def _build_steps(self, ctx: StepContext) -> list[Step[Any]]:
         steps: list[Step[Any]] = []
@@ -247,9 +261,30 @@ class Pipeline:
             self.progress(meter.name, meter.records_in, meter.kept, meter.seconds)
 
 
+def empty_result(report: QualityReport) -> str | None:
+    """Why a run kept no record, in words for the user; None when it kept some."""
+    if report.records_out:
+        return None
+    summary = report.validation
+    if summary is None or summary.records_read == 0:
+        if summary is not None and summary.blank:
+            return f"the input holds only blank lines ({summary.blank})"
+        return "the input is empty"
+    if summary.valid == 0:
+        codes = ", ".join(f"{code} {n}" for code, n in sorted(summary.errors_by_code.items(), key=lambda kv: -kv[1]))
+        binary = " (it does not look like text)" if summary.errors_by_code.get("invalid_utf8") else ""
+        return f"all {summary.records_read} records were rejected by validation{binary}: {codes}"
+    dropped = ", ".join(f"{row.step} {row.dropped_total}" for row in report.funnel if row.dropped_total)
+    return f"every record was dropped ({dropped})"
+
+
 def run_pipeline(spec: CurationSpec, input_path: str | Path, out_dir: str | Path,
-                 progress: ProgressCallback | None = None,
-                 steps: Sequence[str | Step[Any]] | None = None) -> QualityReport:
-    """Curate `input_path` into `out_dir` (curated.jsonl, rejected.jsonl, report.{json,html,md})."""
-    return Pipeline(spec, input_path, out_dir, progress, steps).run()
+                 progress: ProgressCallback | None = None, steps: Sequence[str | Step[Any]] | None = None,
+                 fail_on_empty_default: bool = False) -> QualityReport:
+    """Curate `input_path` into `out_dir` (curated.jsonl, rejected.jsonl, report.{json,html,md}).
+
+    `fail_on_empty_default` applies when the spec leaves `fail_on_empty` unset: a run that keeps no
+    record then raises `NoValidRecords` instead of publishing an empty dataset with a warning.
+    """
+    return Pipeline(spec, input_path, out_dir, progress, steps, fail_on_empty_default).run()
 

@@ -17,6 +17,8 @@ _CHUNK = 1 << 16
 class InputFileError(Exception):
     """The file as a whole cannot be read as a dataset (missing, wrong container, mixed formats)."""
 
+    code = "invalid_file"  # the error code the service reports
+
 
 @dataclass(slots=True)
 class RawLine:
@@ -50,6 +52,13 @@ def open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     if path.suffix.lower() == ".gz":
         return gzip.GzipFile(fileobj=raw), raw  # type: ignore[return-value]
     return raw, raw
+
+
+def check_readable(path: Path) -> None:
+    """Raise InputFileError when `path` cannot be opened as a dataset file at all."""
+    stream, disk = open_binary(path)
+    stream.close()
+    disk.close()
 
 
 def iter_jsonl_blocks(stream: IO[bytes], max_line_bytes: int,

@@ -37,6 +37,11 @@ class _SpecHead(BaseModel):
     steps: list[StepName] = Field(default_factory=registry.default_steps,
                                   description="Steps in the order they run; validate always runs first.")
     batch_size: int = Field(512, gt=0, description="Records per batch handed to each step.")
+    fail_on_empty: bool | None = Field(
+        None, description="When no record is left to publish (an empty, blank-only or binary input, or every "
+                          "record rejected): true fails the run with `no_valid_records` and publishes nothing; "
+                          "false publishes the empty dataset with a warning. Unset: the caller decides -- the "
+                          "command line warns (`--fail-on-empty` to fail), the service fails.")
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
 
 
@@ -71,7 +76,22 @@ class CurationSpec(_WithStepSections):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> CurationSpec:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        """The spec in a YAML file; ValueError with one clear line for a file that is not one."""
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; the spec must be a YAML file")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not a text file (invalid UTF-8 at byte {exc.start + 1})") from exc
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{path}: invalid YAML{where}: {exc.problem or exc.context}") from exc
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: invalid YAML: {exc}") from exc
+        except PermissionError as exc:
+            raise ValueError(f"{path}: cannot read ({exc.strerror})") from exc
         if not isinstance(data, dict):
             raise ValueError(f"{path}: the spec must be a YAML mapping, got {type(data).__name__}")
         return cls.model_validate(data)

@@ -39,9 +39,9 @@ def run_curation_job(ctx: JobContext) -> dict[str, Any]:
 
     ctx.event(f"curating {shown} with steps: {', '.join(spec.steps)}")
     try:
-        report = run_pipeline(spec, input_path, out_dir, progress=on_progress)
-    except InputFileError as exc:
-        raise JobFailed(str(exc).replace(str(input_path), shown), "invalid_file") from exc
+        report = run_pipeline(spec, input_path, out_dir, progress=on_progress, fail_on_empty_default=True)
+    except InputFileError as exc:  # no_valid_records for an input that curates to nothing
+        raise JobFailed(str(exc).replace(str(input_path), shown), exc.code) from exc
     except StepConfigError as exc:  # e.g. a PII model that is not installed on this server
         raise JobFailed(str(exc), "invalid_spec") from exc
     except PipelineError as exc:
