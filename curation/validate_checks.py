@@ -199,21 +199,23 @@ CHECKS: dict[RecordFormat, Callable[..., RecordError | None]] = {
 # looks at anyway give the bound for nearly every record; the few it cannot clear (long lines with
 # little text) are measured exactly. Items of .json arrays are measured while they are built.
 
-_TEXT_FIELDS: dict[RecordFormat, tuple[str, ...]] = {
-    RecordFormat.instruction: ("instruction", "input", "output", "system"),
-    RecordFormat.prompt_completion: ("prompt", "completion"),
+_TEXT_FIELDS: dict[RecordFormat, tuple[str, ...]] = {  # the usually longest first: it often clears alone
+    RecordFormat.instruction: ("output", "instruction", "input", "system"),
+    RecordFormat.prompt_completion: ("completion", "prompt"),
     RecordFormat.text: ("text",),
 }
 
 
-def _field_bytes(obj: dict[str, Any], fields: tuple[str, ...]) -> int:
-    """A lower bound of the bytes the given top-level text fields take, keys and quotes included."""
+def _text_clears(obj: dict[str, Any], fields: tuple[str, ...], needed: int) -> bool:
+    """Whether the given top-level text fields take at least `needed` bytes, keys and quotes included."""
     total = 0
     for name in fields:
         value = obj.get(name)
         if type(value) is _STR:
             total += len(name) + len(value) + 4
-    return total
+            if total >= needed:
+                return True
+    return False
 
 
 def _string_bytes(obj: Any) -> int:
@@ -393,38 +395,55 @@ def record_checker(fmt: RecordFormat | None, require_assistant: bool, prompt_onl
 
     The check takes the parsed record and the length of its line (0 for items of .json arrays, whose
     depth the reader measured already). A record too deep is rejected for that first, as the reader
-    rejects too-deep array items before anything else.
+    rejects too-deep array items before anything else. The closures repeat their last lines rather than
+    call a shared helper: a call per record is measurable here.
     """
-    check_format: Callable[[dict[str, Any]], tuple[RecordError | None, int]]
-    if fmt is None:
-        def check_format(obj: dict[str, Any]) -> tuple[RecordError | None, int]:
-            return format_error(obj, None), 0
-    elif fmt is RecordFormat.chat:
-        def check_format(obj: dict[str, Any]) -> tuple[RecordError | None, int]:
-            known = _common_chat_bytes(obj, require_assistant)
-            if known >= 0:
-                return None, known
-            return _check_chat_detailed(obj, require_assistant), 0
-    else:
-        format_check, fields = CHECKS[fmt], _TEXT_FIELDS[fmt]
-
-        def check_format(obj: dict[str, Any]) -> tuple[RecordError | None, int]:
-            found = format_check(obj, prompt_only)
-            return found, (_field_bytes(obj, fields) if found is None else 0)
     check_id = ids.check
 
-    def check(obj: Any, size: int) -> RecordError | None:
-        if type(obj) is not _DICT:
-            if type(obj) is _LIST and _deeper_than(obj, size, max_depth):
-                return too_deep(max_depth)
-            return not_an_object(obj)
-        found, known = check_format(obj)
-        if size - known > max_depth and _deeper_than(obj, size, max_depth):
+    def not_a_dict(obj: Any, size: int) -> RecordError:
+        if type(obj) is _LIST and _deeper_than(obj, size, max_depth):
             return too_deep(max_depth)
-        if found is not None and fmt is not None and detect_format(obj) is not fmt:
+        return not_an_object(obj)
+
+    if fmt is None:
+        def check_unknown(obj: Any, size: int) -> RecordError | None:
+            if type(obj) is not _DICT:
+                return not_a_dict(obj, size)
+            if size > max_depth and _deeper_than(obj, size, max_depth):
+                return too_deep(max_depth)
+            return format_error(obj, None)
+
+        return check_unknown
+
+    if fmt is RecordFormat.chat:
+        def check_chat_record(obj: Any, size: int) -> RecordError | None:
+            if type(obj) is not _DICT:
+                return not_a_dict(obj, size)
+            known = _common_chat_bytes(obj, require_assistant)
+            found = None if known >= 0 else _check_chat_detailed(obj, require_assistant)
+            if size - known > max_depth and _deeper_than(obj, size, max_depth):
+                return too_deep(max_depth)
+            if found is not None and detect_format(obj) is not fmt:
+                return format_error(obj, fmt)
+            if "id" in obj:
+                return check_id(obj, found is None) or found
+            return found
+
+        return check_chat_record
+
+    format_check, fields = CHECKS[fmt], _TEXT_FIELDS[fmt]
+
+    def check_record(obj: Any, size: int) -> RecordError | None:
+        if type(obj) is not _DICT:
+            return not_a_dict(obj, size)
+        found = format_check(obj, prompt_only)
+        if (size > max_depth and (found is not None or not _text_clears(obj, fields, size - max_depth))
+                and _deeper_than(obj, size, max_depth)):
+            return too_deep(max_depth)
+        if found is not None and detect_format(obj) is not fmt:
             return format_error(obj, fmt)
         if "id" in obj:
             return check_id(obj, found is None) or found
         return found
 
-    return check
+    return check_record

@@ -62,16 +62,9 @@ class LineReader:
         """Every non-blank input record, parsed."""
         stream, disk = open_binary(self.path)
         self._stream, self._disk = stream, disk
-        try:
-            if is_json_array_file(self.path):
-                yield from self._array_items(stream)
-            else:
-                yield from self._jsonl_records(stream)
-        except READ_ERRORS as exc:
-            raise self._read_error(exc) from exc
-        finally:
-            stream.close()
-            disk.close()
+        if is_json_array_file(self.path):
+            return self._array_items(stream, disk)
+        return self._jsonl_records(stream, disk)
 
     def bytes_read(self) -> int:
         disk = self._disk
@@ -95,40 +88,54 @@ class LineReader:
             reason = f"the file is truncated ({reason})"
         return InputFileError(f"{self.path}: read error at {where}: {reason}")
 
-    def _array_items(self, stream: IO[bytes]) -> Iterator[Parsed]:
+    # Each reader closes the file and turns read errors into one clear error itself: a wrapping
+    # generator would cost a step per record.
+    def _array_items(self, stream: IO[bytes], disk: IO[bytes]) -> Iterator[Parsed]:
         max_depth = self.config.max_depth
-        for record, item in iter_json_array(stream, self.path, max_depth):
-            self.lines_read = record
-            if item is TOO_DEEP:
-                yield None, record, b"", TOO_DEEP, too_deep(max_depth)
-            else:
-                yield None, record, item, item, None
+        try:
+            for record, item in iter_json_array(stream, self.path, max_depth):
+                self.lines_read = record
+                if item is TOO_DEEP:
+                    yield None, record, b"", TOO_DEEP, too_deep(max_depth)
+                else:
+                    yield None, record, item, item, None
+        except READ_ERRORS as exc:
+            raise self._read_error(exc) from exc
+        finally:
+            stream.close()
+            disk.close()
 
-    def _jsonl_records(self, stream: IO[bytes]) -> Iterator[Parsed]:
+    def _jsonl_records(self, stream: IO[bytes], disk: IO[bytes]) -> Iterator[Parsed]:
         warnings = self.warnings
-        for start, lines, cut in iter_jsonl_blocks(stream, self.config.max_line_bytes, self.block_bytes):
-            fast = self.fast
-            if fast is None or cut or not self._sniffed:
-                for number, line in enumerate(lines, start):
-                    yield from self._line_items(number, line, cut)
-            else:
-                # The hot loop: lines the fast check vouches for are only counted, never yielded.
-                vouched = crlf = 0
-                for number, line in enumerate(lines, start):
-                    if fast(line):
-                        vouched += 1
-                        if line.endswith(b"\r"):
-                            crlf += 1
-                    else:
-                        self.fast_valid += vouched
-                        vouched = 0
+        try:
+            for start, lines, cut in iter_jsonl_blocks(stream, self.config.max_line_bytes, self.block_bytes):
+                fast = self.fast
+                if fast is None or cut or not self._sniffed:
+                    for number, line in enumerate(lines, start):
                         yield from self._line_items(number, line, cut)
-                self.fast_valid += vouched
-                if crlf:
-                    warnings["crlf"] += crlf
-            self.lines_read = start + len(lines) - 1
-            if self.on_progress is not None:
-                self.on_progress(self.bytes_read())
+                else:
+                    # The hot loop: lines the fast check vouches for are only counted, never yielded.
+                    vouched = crlf = 0
+                    for number, line in enumerate(lines, start):
+                        if fast(line):
+                            vouched += 1
+                            if line.endswith(b"\r"):
+                                crlf += 1
+                        else:
+                            self.fast_valid += vouched
+                            vouched = 0
+                            yield from self._line_items(number, line, cut)
+                    self.fast_valid += vouched
+                    if crlf:
+                        warnings["crlf"] += crlf
+                self.lines_read = start + len(lines) - 1
+                if self.on_progress is not None:
+                    self.on_progress(self.bytes_read())
+        except READ_ERRORS as exc:
+            raise self._read_error(exc) from exc
+        finally:
+            stream.close()
+            disk.close()
 
     def _line_items(self, number: int, line: bytes, cut: set[int]) -> Iterator[Parsed]:
         """The one line's record, parsed, unless it is blank; warnings counted on the way."""
