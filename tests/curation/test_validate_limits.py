@@ -83,6 +83,15 @@ def test_lines_deeper_than_the_parsers_own_limits_are_too_deep_not_a_crash(tmp_p
     assert counted.errors_by_code == kept.errors_by_code == {"too_deep": 2}
 
 
+def test_the_counting_fast_path_survives_a_line_deeper_than_pythons_recursion_limit(tmp_path: Path) -> None:
+    # The typed fast path takes over after format detection, from the next block on (small blocks here).
+    path = tmp_path / "d.jsonl"
+    deep = json.dumps(CHAT)[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    path.write_text((json.dumps(CHAT) + "\n") * 150 + deep + "\n")
+    summary = validate_file(path, block_bytes=256)
+    assert summary.errors_by_code == {"too_deep": 1} and summary.valid == 150
+
+
 def test_a_100000_deep_json_array_is_rejected_in_bounded_time_and_memory(tmp_path: Path) -> None:
     # 600 KB that took 38 s and 10.5 GB when ijson built items with prefixes growing with the depth.
     path = tmp_path / "bomb.json"
