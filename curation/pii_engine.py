@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NlpEngineProvi
 from presidio_anonymizer import AnonymizerEngine  # noqa: E402
 from presidio_anonymizer.entities import OperatorConfig  # noqa: E402
 
+from assay.curation.pii_context import decide, identifier_spans, text_facts  # noqa: E402
 from assay.curation.pii_recognizers import (  # noqa: E402
     LenientPhoneRecognizer,
     LongCardRecognizer,
@@ -36,8 +38,9 @@ from assay.schemas.pii import HASH_SALT_ENV, PiiConfig  # noqa: E402
 LANGUAGE = "en"
 DEFAULT_SALT = "assay-pii-v1"
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME")
-# Presidio recognizers we replace (phones) or never want (they fire on the domain of every email).
-_REPLACED_RECOGNIZERS = ("PhoneRecognizer", "UrlRecognizer")
+# Presidio recognizers we replace (phones, cards: ours are stricter about grouping) or never want (URLs:
+# they fire on the domain of every email).
+_REPLACED_RECOGNIZERS = ("PhoneRecognizer", "UrlRecognizer", "CreditCardRecognizer")
 
 _CACHE_ENTRIES = 4096
 _CACHE_TEXT_CHARS = 2000
@@ -222,7 +225,12 @@ class PiiEngine:
         self.anonymizer = AnonymizerEngine()
         self.surrogates = Surrogates(_salt(config), config.hash_length)
         self._cache: dict[str, list[Detection]] = {}
-        self._uses_ner = config.nlp_engine != "patterns" and any(e in NER_ENTITIES for e in self.entities)
+        self._names_mode = config.names_mode()
+        self._skip_code = config.skips_code_and_math()
+        # (entity, reason) -> detections the profile left alone (counted once per distinct text)
+        self.left_alone: Counter[tuple[str, str]] = Counter()
+        self._uses_ner = config.nlp_engine != "patterns" and config.names_mode() != "never" \
+            and any(e in NER_ENTITIES for e in self.entities)
 
     # -- analysis ------------------------------------------------------------------------------
     def analyze(self, texts: list[str]) -> list[list[Detection]]:
@@ -253,7 +261,28 @@ class PiiEngine:
                                         score_threshold=self.config.score_threshold)
         detections = [Detection(r.start, r.end, r.entity_type, r.score) for r in results
                       if normalise_value(text[r.start:r.end]) not in self._allow and text[r.start:r.end].strip()]
-        return resolve_overlaps(text, detections)
+        return resolve_overlaps(text, self._in_context(text, detections))
+
+    def _in_context(self, text: str, detections: list[Detection]) -> list[Detection]:
+        """The detections the profile redacts; the others are counted by reason in `left_alone`."""
+        names, skip = self._names_mode, self._skip_code
+        if names == "everywhere" and not skip or not detections:
+            return detections
+        facts = text_facts(text)
+        # NER spans running over a line break ('Peter\nAge' in 'Name: Peter\nAge: 43') end at it
+        detections = [d._replace(end=d.start + text[d.start:d.end].index("\n"))
+                      if d.entity in NER_ENTITIES and "\n" in text[d.start:d.end].strip() else d
+                      for d in detections]
+        detections = [d for d in detections if text[d.start:d.end].strip()]
+        identifiers = identifier_spans((d.start, d.end, d.entity) for d in detections)
+        kept = []
+        for d in detections:
+            decision = decide(text, facts, d.entity, d.start, d.end, identifiers, names, skip)
+            if decision.keep:
+                kept.append(d)
+            else:
+                self.left_alone[(d.entity, decision.reason)] += 1
+        return kept
 
     def _artifacts(self, texts: list[str]) -> Iterator[NlpArtifacts]:
         if not self._uses_ner:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 
 import phonenumbers
+import regex
 from presidio_analyzer import (
     AnalysisExplanation,
     EntityRecognizer,
@@ -52,25 +53,51 @@ _WORD = r"[^\W\d_][\w'’.\-]*"  # a word that starts with a letter (any script)
 _NUM = r"\d{1,5}[a-zA-Z]?(?:[-/]\d{1,4}[a-zA-Z]?)?"
 _SP = r"[ \t]+"
 
+_CAP = r"\p{Lu}\p{Ll}[\w'’\-]*"  # a Title-case word: street names are capitalised, prose words are not
+_PARTICLE = (r"(?:de|da|do|dos|das|di|del|della|dalla|delle|degli|dei|des|du|la|le|les|van|von|der|den|ter|y|e|"
+             r"of|the|on|am|an|im|al|el|ibn|bin)")
+_DIRECTION = r"(?:[NSEW]|NE|NW|SE|SW)\.?"
+_NAME_WORDS = rf"(?:{_DIRECTION}{_SP})?(?:{_PARTICLE}{_SP}){{0,3}}{_CAP}(?:{_SP}(?:{_CAP}|{_PARTICLE}))*"
+# Street words written apart after the name: "Gyula utca 76", "Pernilles vei 115", "Praesidenten Str. 20"
+_STREET_WORDS_AFTER = (r"utca|u\.|ulica|út|tér|vei|veien|vej|gade|gata|gatan|vägen|allee|allé|plads|straat|weg|"
+                       r"enparantza|katu|tie|strasse|straße|str\.|gasse|platz|odboje|náměstí|nám\.")
+_UNITS = r"(?:kg|km|cm|mm|m|g|mg|ml|lb|lbs|ft|in|min|sec|hrs?|mph|gb|mb|tb|usd|eur|gen|type|level|step|page)"
+_MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+# Units that stand for an address on their own; "room 101", "floor 3", "box 5" only next to a street line.
+_STRONG_UNIT = r"(?:apt\.?|apartment|suite|ste\.|p\.?\s?o\.?\s?box|post\s+office\s+box)\s*#?\s*\d+[a-z]?\b"
+
 _ADDRESS_ANCHORS: tuple[tuple[str, float], ...] = (
-    # 12 Main Street / 658 Sunburst Drive Apt. 4
-    (rf"\b{_NUM}{_SP}(?:{_WORD}{_SP}){{0,4}}(?:{_STREET_TYPES})\b\.?", 0.6),
-    # Rua Graciliano Ramos 1950 / ul. Lubartowska 42 / Avenue des Tuileries
-    (rf"(?<!\w)(?:{_STREET_PREFIXES}){_SP}(?:{_WORD}{_SP}){{0,4}}(?:{_WORD}|{_NUM})", 0.5),
-    # Avenue des Tuileries / Place Vendôme: English-looking prefixes only before a capital or number
-    (rf"(?<!\w)(?:avenue|boulevard|place|route|plaza|cours){_SP}(?-i:[A-Z0-9])[\w'’.\-]*"
-     rf"(?:{_SP}(?:{_WORD}|{_NUM})){{0,3}}", 0.45),
-    # Genterstrasse 49 / Koskikatu 83 / Paul-Nevermann-Platz 47
-    (rf"\b{_WORD}(?:{_STREET_SUFFIXES}){_SP}{_NUM}\b", 0.6),
-    # 18 Třebčínská 860 / 52 Tavcarjeva 73: a number, a capitalised word and up to three more, a number
-    # ("2 keys and 3" is prose)
-    (rf"\b{_NUM}{_SP}(?-i:[A-ZÀ-ÖØ-ÞĀ-ſΑ-Ω])[\w'’.\-]*{_SP}(?:{_WORD}{_SP}){{0,3}}{_NUM}\b", 0.45),
+    # 12 Main Street / 658 Sunburst Drive Apt. 4: the words between the number and the street type are
+    # capitalised ("0 lies in the way", "6 million square miles" are prose)
+    (rf"\b{_NUM}{_SP}(?!(?i:{_MONTHS})\b){_NAME_WORDS}{_SP}(?=\p{{Lu}})(?i:{_STREET_TYPES})\b\.?", 0.6),
+    # Rua Graciliano Ramos 1950 / ul. Lubartowska 42 / Via Roma 12: the name after the prefix is
+    # capitalised ("via diplomacy", "tie a thread" are prose; "et al. 2019" a citation)
+    (rf"(?<!\w)(?<!\bet\s)(?i:{_STREET_PREFIXES}){_SP}{_NAME_WORDS}{_SP}{_NUM}\b", 0.5),
+    # 23 49 boulevard Amiral Courbet: a number before the prefix
+    (rf"\b{_NUM}{_SP}(?i:{_STREET_PREFIXES}){_SP}{_NAME_WORDS}", 0.5),
+    # Gosposka ulica 47 / Erzsébet tér 19 / Agip u. 96.
+    (rf"{_CAP}(?:{_SP}{_CAP}){{0,2}}{_SP}(?i:{_STREET_WORDS_AFTER}){_SP}{_NUM}\b", 0.5),
+    # R Cachoeira 112 / Λ. Πεντέλης 152: one-letter abbreviations of Rua and Leoforos
+    (rf"(?<!\w)(?:R|Λ\.){_SP}{_NAME_WORDS}{_SP}{_NUM}\b", 0.5),
+    # ... without a number it names a street, not a home: only after "lives on", "address:", ...
+    (rf"(?<!\w)(?<!\bet\s)(?i:{_STREET_PREFIXES}){_SP}{_NAME_WORDS}", 0.2),
+    # Avenue des Tuileries / Place Vendôme: English words as prefixes only capitalised, before a name
+    (rf"(?<![\w.]\s)(?<!\w)(?:Avenue|Boulevard|Place|Route|Plaza|Cours){_SP}(?:{_PARTICLE}{_SP})?{_CAP}"
+     rf"(?:{_SP}(?:{_CAP}|{_NUM})){{0,3}}", 0.45),
+    # Genterstrasse 49 / Koskikatu 83 / Paul-Nevermann-Platz 47: a capitalised compound ("scoring 105" is prose)
+    (rf"\b\p{{Lu}}[\w'’.\-]*?(?i:{_STREET_SUFFIXES}){_SP}{_NUM}\b", 0.6),
+    # 18 Třebčínská 860 / 52 Tavcarjeva 73: a number, one to three Title-case words, a number
+    # ("2 keys and 3", "5 NHL players in 2021", "1 March 2012" are not addresses)
+    # (nor are table rows: "2007 Thriller 174", "1 Stock 2 Stock 3", "65 Kg 20")
+    (rf"(?<!\d[ \t])\b{_NUM}{_SP}(?!(?i:{_MONTHS}|{_UNITS})\b){_CAP}(?:{_SP}(?:{_CAP}|{_PARTICLE})){{0,2}}{_SP}{_NUM}\b"
+     rf"(?![.,]\d)(?![ \t]+\p{{Lu}}\p{{Ll}}+[ \t]+\d)", 0.45),
     # Apt. 441 / Suite 992 / P.O. Box 101
-    (rf"(?<!\w){_UNIT}", 0.55),
+    (rf"(?<!\w)(?i:{_STRONG_UNIT})", 0.55),
     # USNS Márquez FPO AP 08653 (US military addresses)
-    (r"\b(?:USNS|USNV|USS|USCGC|PSC|Unit)\s+\w+(?:,?\s+Box\s+\d+)?\s*\n?\s*[AF]PO\s+A[AEP]\s+\d{5}\b", 0.7),
-    # Boyle Street / Main Road: a capitalised name and a capitalised street type, no number
-    (r"(?-i:\b[A-Z][\w'’\-]+[ \t]+(?:Street|Road|Avenue|Lane|Drive|Boulevard|Terrace|Crescent)\b)", 0.4),
+    (r"(?i)\b(?:USNS|USNV|USS|USCGC|PSC|Unit)\s+\w+(?:,?\s+Box\s+\d+)?\s*\n?\s*[AF]PO\s+A[AEP]\s+\d{5}\b", 0.7),
+    # Boyle Street / Main Road: a street name without a number says where a street is, not where a
+    # person lives; it counts only after "lives on", "address:", ... (the context boost)
+    (r"\b\p{Lu}[\w'’\-]+[ \t]+(?:Street|Road|Avenue|Lane|Drive|Boulevard|Terrace|Crescent)\b", 0.2),
 )
 _ZIP_CONTEXT = re.compile(
     r"(?i)\b(?:zip(?:\s*code)?|post(?:al)?\s*code|postcode|plz|cep|código postal|code postal)\b\s*"
@@ -78,6 +105,7 @@ _ZIP_CONTEXT = re.compile(
 # A line or comma-separated piece that continues an address: city, state, country, postcode.
 _CONTINUATION = re.compile(
     rf"^[ \t]*(?:(?:{_WORD}|[A-Z]{{2,3}}|\d{{4,6}}(?:-\d{{3,4}})?|{_UNIT})[ \t,]*){{1,6}}$", re.IGNORECASE)
+_WEAK_UNIT = re.compile(rf"(?<!\w){_UNIT}", re.IGNORECASE)
 _PROSE_WORDS = frozenset(re.findall(r"\w+", """
     i you he she we they it is are was were be been am the a an to of for and or but please call
     me my your his her our their this that these those there here what when where which who how
@@ -93,8 +121,16 @@ _ADDRESS_CONTEXT = re.compile(
 _SEPARATOR = re.compile(r"(?:[ \t]*[\n,][^\w\n]{0,4})+[ \t]*")
 
 
+_SAME_LINE_PLACE = regex.compile(r"[ \t]+((?:\p{Lu}[\w'’\-]*\.?(?:[ \t]+|(?=[\n,?!]|\.?\s|\.?$))){1,6})")
+
+
 def _continuation_end(text: str, end: int, limit: int = 5) -> int:
-    """Extend an address over the lines or comma pieces after it that look like city/country/postcode."""
+    """Extend an address over the lines or comma pieces after it that look like city/country/postcode
+    (and, after a house or unit number, over capitalised words on the same line: 'Apt. 8 KAJAANI Fiji')."""
+    if end and text[end - 1].isdigit():
+        m = _SAME_LINE_PLACE.match(text, end)
+        if m and not any(w.lower().strip(".") in _PROSE_WORDS for w in m.group(1).split()):
+            end = m.start(1) + len(m.group(1).rstrip())
     for _ in range(limit):
         m = _SEPARATOR.match(text, end)
         if not m:
@@ -148,10 +184,11 @@ class StreetAddressRecognizer(LocalRecognizer):
         # capitalised after a capitalised name, since many are plain words ("2 keys", "3 ways").
         usps = "|".join(sorted({re.escape(x) for x in UsAddresses.street_suffixes}, key=len, reverse=True))
         capital = r"[A-ZÀ-ÖØ-Þ][\w'’.\-]*"
-        usps_anchor = (rf"\b{_NUM}{_SP}(?-i:(?:{capital}{_SP}){{1,3}}(?:{usps}))\b", 0.55)
-        self._anchors = [(re.compile(p, re.IGNORECASE), s) for p, s in (*_ADDRESS_ANCHORS, usps_anchor)]
+        usps_anchor = (rf"\b{_NUM}{_SP}(?:{capital}{_SP}){{1,3}}(?:{usps})\b", 0.55)
+        self._anchors = [(regex.compile(p), s) for p, s in (*_ADDRESS_ANCHORS, usps_anchor)]
         # After 'lives at' / 'address is', a number and one to three capitalised words are enough.
-        self._after_context = re.compile(rf"\b{_NUM}{_SP}(?:{capital}{_SP}?){{1,3}}")
+        self._after_context = regex.compile(rf"\b{_NUM}{_SP}(?:{capital}{_SP}?){{1,3}}"
+                                            rf"|\b{capital}(?:{_SP}[\w'’.\-]+){{0,3}}{_SP}{_NUM}\b")
         super().__init__(supported_entities=["STREET_ADDRESS"], name="StreetAddressRecognizer",
                          supported_language=supported_language)
 
@@ -160,19 +197,37 @@ class StreetAddressRecognizer(LocalRecognizer):
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
                 ) -> list[RecognizerResult]:
+        cased = title_cased(text)  # all-lower or all-upper text: read its words as if capitalised
         spans: list[tuple[int, int, float]] = []
         for pattern, score in self._anchors:
-            for m in pattern.finditer(text):
+            for m in pattern.finditer(cased):
                 start, end = _building_number_start(text, m.start()), m.end()
                 boost = 0.3 if _ADDRESS_CONTEXT.search(text[max(0, start - 40):start]) else 0.0
                 spans.append((start, _continuation_end(text, end), min(1.0, score + boost)))
-        for m in self._after_context.finditer(text):
+        for m in _WEAK_UNIT.finditer(text):  # "Room 12": an address part only next to a street line
+            spans.append((m.start(), m.end(), 0.3))
+        for m in self._after_context.finditer(cased):
             if _ADDRESS_CONTEXT.search(text[max(0, m.start() - 40):m.start()]):
                 spans.append((m.start(), _continuation_end(text, m.end()), 0.7))
         for m in _ZIP_CONTEXT.finditer(text):
             spans.append((m.start(1), m.end(1), 0.6))
         return [_result(self, "STREET_ADDRESS", s, e, score)
                 for s, e, score in _merge(spans) if _worth_reporting(text[s:e])]
+
+
+_ADDRESS_WORD = re.compile(rf"(?i)\b(?:{_STREET_TYPES}|{_STREET_PREFIXES}|apt|suite|box)\b|\w(?:{_STREET_SUFFIXES})\b")
+
+
+def title_cased(text: str) -> str:
+    """Text whose letters are all one case and that has a street word, with each word's first letter
+    upper-cased (same length); other text unchanged."""
+    if any(c.islower() for c in text) and any(c.isupper() for c in text) or not _ADDRESS_WORD.search(text):
+        return text
+    chars = list(text.lower())
+    for i, c in enumerate(chars):
+        if c.isalpha() and (i == 0 or not chars[i - 1].isalnum()) and len(c.upper()) == 1:
+            chars[i] = c.upper()
+    return "".join(chars)
 
 
 def _result(recognizer: EntityRecognizer, entity: str, start: int, end: int, score: float) -> RecognizerResult:
@@ -234,23 +289,32 @@ class PersonContextRecognizer(LocalRecognizer):
 # -- phone numbers ---------------------------------------------------------------------------------
 
 _PHONE_CANDIDATE = re.compile(
-    r"(?<![\w+\-.])(?:\+|00)?(?:\(\d{1,4}\)|\d{1,5})(?:[ .\-/]{0,2}(?:\(\d{1,5}\)|\d{1,6})){0,6}"
-    r"(?:\s*(?:x|ext\.?|extension|#)\s*\d{1,6})?(?!\w)(?!-\d)")
-_DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|^\d{1,2}[-/.]\d{1,2}[-/.]\d{4}\b")
+    r"(?<![\w+\-./])(?:\+|00)?(?:\(\d{1,4}\)|\d{1,5})(?:[ .\-/]{0,2}(?:\(\d{1,5}\)|\d{1,6})){0,6}"
+    r"(?:\s*(?:x|ext\.?|extension|#)\s*\d{1,6})?(?![\w/])(?!-\d)(?![.,]\d)")
+_DATE_LIKE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b|\b\d{1,2}[-/.]\d{1,2}[-/.]\d{4}\b")
+_YEAR_RANGE = re.compile(r"^(?:1[5-9]|20)\d\d\s*[-/]\s*(?:(?:1[5-9]|20)\d\d|\d\d)$")
 _SSN_LIKE = re.compile(r"^\d{3}-\d{2}-\d{4}$")  # US_SSN's shape; the SSN recognizer names it
 _IPV4_LIKE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
-_PHONE_CONTEXT = ["phone", "telephone", "tel", "cell", "mobile", "call", "fax", "office", "number",
-                  "reach", "contact", "whatsapp", "sms", "text", "desk"]
+# Written the way phone numbers are and numbers in prose are not: +44 ..., (415) 555-0172, 415-555-0172
+_PHONE_SHAPED = re.compile(r"^(?:(?:\+|00)\d|\(\d{1,5}\)\s?\d|\d{3}[-.]\d{3}[-.]\d{4}\b)")
+# Arithmetic around a number ("$4500-600 =", "<<1200/1000=1.2>>"), or a row of a table of numbers
+_ARITHMETIC_BEFORE = re.compile(r"(?:[=$€£<*/+×÷^]|\d[ \t]+)[ \t]*$")
+_ARITHMETIC_AFTER = re.compile(r"^[ \t]*(?:[=>*/+×÷^%]|[ \t]\d)")
+_PHONE_CONTEXT_WORDS = re.compile(
+    r"(?i)\b(?:phone|telephone|tel|cell|mobile|call(?:ed|ing)?|fax|office|number|reach|contact|whats\s?app|"
+    r"sms|text|desk|dial|ring|answering|line|hotline|extension|ext|ph|mob|no)\b")
 
 
 class LenientPhoneRecognizer(LocalRecognizer):
     """Phone numbers in national formats ('699 956 915', '(37) 788-063') as well as international
-    ones: a candidate must be a possible number for one of the configured regions (libphonenumber)."""
+    ones: a candidate must be a possible number for one of the configured regions (libphonenumber).
+    A number written the way phone numbers are (+44 ..., (415) 555-..., 415-555-0172) counts alone;
+    digit groups that prose, tables and sums also have count only next to a word like 'call' or 'phone'."""
 
     def __init__(self, regions: Iterable[str], supported_language: str = "en") -> None:
         self.regions = list(regions) or ["US"]
         super().__init__(supported_entities=["PHONE_NUMBER"], name="LenientPhoneRecognizer",
-                         supported_language=supported_language, context=_PHONE_CONTEXT)
+                         supported_language=supported_language)
 
     def load(self) -> None:
         return None
@@ -259,16 +323,29 @@ class LenientPhoneRecognizer(LocalRecognizer):
                 ) -> list[RecognizerResult]:
         results = []
         for m in _PHONE_CANDIDATE.finditer(text):
-            score = self._score(m.group(0))
+            candidate = m.group(0)
+            if _ARITHMETIC_BEFORE.search(text[max(0, m.start() - 3):m.start()]) \
+                    or _ARITHMETIC_AFTER.match(text[m.end():m.end() + 3]):
+                continue
+            score = self._score(candidate)
+            if score and not _PHONE_SHAPED.match(candidate):
+                near = text[max(0, m.start() - 40):m.start()] + " " + text[m.end():m.end() + 20]
+                score = score + 0.2 if _PHONE_CONTEXT_WORDS.search(near) else 0.0
             if score:
-                results.append(_result(self, "PHONE_NUMBER", m.start(), m.end(), score))
+                results.append(_result(self, "PHONE_NUMBER", m.start(), m.end(), min(score, 1.0)))
         return results
 
     def _score(self, candidate: str) -> float:
         core = re.split(r"\s*(?:x|ext\.?|extension|#)\s*\d", candidate)[0].strip()
         digits = sum(c.isdigit() for c in core)
-        if digits < 7 or digits > 15 or _DATE_LIKE.match(core) or _IPV4_LIKE.match(core) \
-                or _SSN_LIKE.match(core):
+        if digits < 7 or digits > 15 or _DATE_LIKE.search(core) or _IPV4_LIKE.match(core) \
+                or _SSN_LIKE.match(core) or _YEAR_RANGE.match(core):
+            return 0.0
+        groups = re.split(r"[ .\-/()]+", core.lstrip("+("))
+        if core.count(".") == 1 and not re.search(r"[ \-/()]", core):  # 17260.238: a decimal
+            return 0.0
+        if len(groups) > 5 or (len(groups[0]) == 1 and not core.startswith(("+", "("))
+                               and any(len(g) < 3 for g in groups[1:])):  # 1 22 55 12316: a table row
             return 0.0
         separated = bool(re.search(r"[ .\-/()]", core)) or core.startswith("+")
         regions = [None] if core.startswith(("+", "00")) else self.regions
@@ -296,12 +373,15 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-_CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# 13-19 digits in one run, or in the groups cards are printed in (4-4-4-4[-3], Amex 4-6-5), same separator
+_CARD_CANDIDATE = re.compile(r"(?<![\d\-.,/])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5})"
+                             r"(?![\d\-/]|[.,]\d)")
 
 
 class LongCardRecognizer(LocalRecognizer):
-    """Payment card numbers of 13 to 19 digits that pass the Luhn check. Presidio's own pattern stops
-    at 17 digits and misses 19-digit Visa/UnionPay numbers and unusual groupings."""
+    """Payment card numbers of 13 to 19 digits that pass the Luhn check and start like a card (2-6).
+    Presidio's own pattern stops at 17 digits and misses 19-digit Visa/UnionPay numbers; it also takes
+    any grouping ("1000 2000 3000 4000" in a table), which this one does not."""
 
     def __init__(self, supported_language: str = "en") -> None:
         super().__init__(supported_entities=["CREDIT_CARD"], name="LongCardRecognizer",
@@ -315,7 +395,9 @@ class LongCardRecognizer(LocalRecognizer):
         results = []
         for m in _CARD_CANDIDATE.finditer(text):
             digits = _NON_DIGITS.sub("", m.group(0))
-            if luhn_valid(digits) and len(set(digits)) > 2:
+            if digits[0] in "23456" and luhn_valid(digits) and len(set(digits)) > 1 \
+                    and not _ARITHMETIC_BEFORE.search(text[max(0, m.start() - 3):m.start()]) \
+                    and not _ARITHMETIC_AFTER.match(text[m.end():m.end() + 3]):
                 results.append(_result(self, "CREDIT_CARD", m.start(), m.end(), 0.9))
         return results
 

