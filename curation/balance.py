@@ -253,7 +253,7 @@ class BalanceStep(Step[BalanceConfig]):
                                f"(checked {len(scores)}); is the name right?")
         if collector.missing_labels:
             self._warn(f"{collector.missing_labels} records have no '{config.topic_field}' field; their "
-                       f"topic is '{config.missing_topic}'")
+                       f"topic is '{config.missing_topic}'", "missing_topic_field", collector.missing_labels)
 
         started = time.perf_counter()
         names = [t.name for t in assignment.topics]
@@ -261,7 +261,7 @@ class BalanceStep(Step[BalanceConfig]):
         warnings: list[str] = []
         quotas, parameters = plan_quotas(names, sizes, config, warnings)
         for message in warnings:
-            self._warn(message)
+            self._warn(message, "quota_plan", len(names))
         if quotas is None:
             copies = np.ones(len(assignment.labels), dtype=np.int64)
         else:
@@ -322,7 +322,7 @@ class BalanceStep(Step[BalanceConfig]):
         if small:
             self._warn(f"{len(small)} topics have fewer than min_count={config.min_count} records after "
                        f"balancing, too few to learn from: {', '.join(small[:10])}"
-                       + (" ..." if len(small) > 10 else ""))
+                       + (" ..." if len(small) > 10 else ""), "small_topics", len(small))
         self.section = BalanceReport(
             mode=assignment.mode, model=assignment.model, topic_field=config.topic_field,
             record_field=config.record_field, k_selection=assignment.k_selection,
@@ -346,8 +346,10 @@ class BalanceStep(Step[BalanceConfig]):
         (self.ctx.extra_dir / "topics.json").write_bytes(
             orjson.dumps(self.topics_file.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
 
-    def _warn(self, message: str) -> None:
-        log.warning("balance: %s", message)
+    def _warn(self, message: str, code: str, count: int) -> None:
+        """The report gets the message; the log only a code and a count: topic names and field values
+        are dataset values (an e-mail address used as a category must not reach a server log)."""
+        log.warning("balance: %s (%d); details in the report", code, count)
         self.warnings.append(message)
 
     def report_section(self) -> BalanceReport | None:

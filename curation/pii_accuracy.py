@@ -117,3 +117,59 @@ def score(texts: Sequence[LabelledText], predictions: Sequence[Iterable[Span]]) 
             scores.predicted[entity] += len(chars)
             scores.correct[entity] += sum(1 for i in chars if i in gold_chars)
     return scores
+
+
+# -- held-out split and damage sets -------------------------------------------------------------------
+
+def load_presidio_split(path: Path, part: str) -> list[LabelledText]:
+    """presidio_generated_large.json split by template: `tuning` (even template ids, 67 templates) is
+    what every setting of the training profile was tuned on; `held_out` (odd ids, 60 templates, 1,039
+    texts) was never looked at while tuning and is where recall is reported."""
+    if part not in ("tuning", "held_out"):
+        raise ValueError(f"part must be 'tuning' or 'held_out', not {part!r}")
+    items = json.loads(path.read_text(encoding="utf-8"))
+    return [LabelledText(item["full_text"], [
+        (s["start_position"], s["end_position"], GOLD_TO_ENTITY[s["entity_type"]])
+        for s in item["spans"] if s["entity_type"] in GOLD_TO_ENTITY])
+        for item in items if (item["template_id"] % 2 == 1) == (part == "held_out")]
+
+
+# Auto-J prompts (autoj_scenario_traindata.jsonl, 0-based line numbers) that hold a private person's
+# data: their own name, contact details or whereabouts, or those of a friend, colleague or customer
+# (resumes, e-mails, call transcripts, "my friend Adi", "I live in Australia"). Redacting them is the
+# step's job, not damage. Read by hand from every prompt the training profile changed; prompts with
+# public figures, fictional or placeholder people (John Doe, Anytown) and business addresses are not here.
+AUTOJ_PRIVATE_RECORDS = frozenset({
+    31, 86, 140, 160, 178, 211, 280, 291, 327, 335, 336, 344, 367, 423, 426, 446, 468, 501, 514, 592, 599,
+    701, 767, 775, 811, 823, 885, 909, 966, 1082, 1204, 1227, 1266, 1307, 1317, 1692, 1715, 1767, 1781,
+    1784, 1940, 1944, 1956, 1957, 1963, 1983, 2116,
+})
+
+
+def load_damage_records(data: Path, name: str) -> list[list[str]]:
+    """The texts of each record of a damage set (real data without private persons' data): `alpaca`
+    (instruction, input, output of the 999 Alpaca demo records), `autoj` (each prompt; private ones
+    excluded, see AUTOJ_PRIVATE_RECORDS), `gsm8k` (question and answer)."""
+    folder = data / "instructions"
+    if name == "alpaca":
+        rows = json.loads((folder / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8"))
+        return [[r["instruction"], r.get("input", ""), r["output"]] for r in rows]
+    if name == "autoj":
+        lines = (folder / "autoj_scenario_traindata.jsonl").read_text(encoding="utf-8").splitlines()
+        return [[json.loads(line)["instruction"]] for i, line in enumerate(lines)
+                if i not in AUTOJ_PRIVATE_RECORDS]
+    if name == "gsm8k":
+        lines = (data / "benchmarks" / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+        return [[r["question"], r["answer"]] for r in map(json.loads, lines)]
+    raise ValueError(f"unknown damage set {name!r}")
+
+
+def changed_records(records: Sequence[Sequence[str]], detections: Sequence[Sequence[object]]) -> list[int]:
+    """Indexes of records with at least one detection in any of their texts (detections given per text,
+    in the order of the records' texts)."""
+    changed, k = [], 0
+    for i, texts in enumerate(records):
+        if any(detections[k + j] for j in range(len(texts))):
+            changed.append(i)
+        k += len(texts)
+    return changed

@@ -395,5 +395,5 @@ def _build_registry(config: PiiConfig, nlp_engine: NlpEngine) -> RecognizerRegis
             raise PiiEngineError(f"cannot load transformers NER model '{config.model}': {exc}") from None
         registry.add_recognizer(hf)
     for spec in config.custom_recognizers:
-        registry.add_recognizer(custom_recognizer(spec))
+        registry.add_recognizer(custom_recognizer(spec, config.regex_timeout_s))
     return registry

@@ -207,7 +207,8 @@ class Step(ABC, Generic[ConfigT]):
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc is not None and exc.__traceback__ else None
         where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "unknown"
         name = type(exc).__name__
-        log.warning("step %s failed on record %s: %s at %s", self.name, record.get("id"), name, where)
+        # no record id: ids are dataset values and may be personal data
+        log.warning("step %s failed on a record: %s at %s", self.name, name, where)
         self.drop(record, "step_error", f"the {self.name} step failed on this record ({name} at {where})",
                   error=name, where=where)
 

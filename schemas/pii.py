@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from assay.schemas.step import StepDeclaration
@@ -34,7 +35,8 @@ class CustomRecognizer(BaseModel):
 
     name: str = Field(description="Name of the recognizer (shown in nothing but errors).")
     entity: str = Field(description="Entity type it reports, e.g. EMPLOYEE_ID; added to `entities`.")
-    patterns: list[str] = Field(min_length=1, description="Python regular expressions; any match is a hit.")
+    patterns: list[str] = Field(min_length=1, description="Regular expressions (the `regex` module's syntax, a "
+                                                          "superset of Python's `re`); any match is a hit.")
     score: float = Field(0.9, ge=0.0, le=1.0, description="Confidence given to a match.")
     context: list[str] = Field(default_factory=list,
                                description="Words near a match that raise its score (Presidio context).")
@@ -51,8 +53,8 @@ class CustomRecognizer(BaseModel):
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
             try:
-                re.compile(pattern)
-            except re.error as exc:
+                regex.compile(pattern)
+            except regex.error as exc:
                 raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from exc
         return patterns
 
@@ -117,6 +119,9 @@ class PiiConfig(BaseModel):
         default_factory=lambda: ["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "AU", "CA"],
         description="Regions whose national phone formats are recognised (ISO 3166 codes); numbers "
                     "with a leading + are recognised for every region.")
+    regex_timeout_s: float = Field(
+        1.0, gt=0, le=60, description="Time limit of one custom pattern on one text; a record over it fails "
+                                      "with reason step_error (a pattern like `(a|a)*$` never hangs a worker).")
     rescan: bool = Field(True, description="Scan the redacted text again and report what is left.")
     workers: int = Field(0, ge=0, description="Processes analysing in parallel; 0 = min(2, CPUs).")
     batch_size: int = Field(64, gt=0, description="Texts per NER batch (spaCy `nlp.pipe`).")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from assay.curation.pii import PiiStep, process_records
-from assay.curation.pii_accuracy import load_presidio_generated, score
+from assay.curation.pii_accuracy import changed_records, load_damage_records, load_presidio_split, score
 from assay.curation.pii_engine import (
     CHUNK_CHARS,
     NER_ENTITIES,
@@ -35,7 +35,7 @@ PHONE = "(415) 555-0172"
 CARD = "4111 1111 1111 1111"
 SSN = "536-22-1478"
 IBAN = "GB33BUKB20201555555555"
-IP = "203.0.113.77"
+IP = "81.2.69.160"  # a public address: private and documentation ranges point at no one
 ADDRESS = "1600 Amphitheatre Parkway"
 PLANTED = (EMAIL, PHONE, CARD, SSN, IBAN, IP, ADDRESS)
 TEXT = (f"Hi, my name is Maria Gonzalez. Email me at {EMAIL} or call {PHONE}. My card is {CARD}, "
@@ -219,17 +219,82 @@ def test_pipeline_drops_assistant_pii_and_never_writes_a_raw_value(tmp_path: Pat
 
 # -- accuracy on public labelled data ------------------------------------------------------------
 
-def test_recall_targets_on_presidio_generated_texts(engine: PiiEngine, external_data: Path) -> None:
+def _recall(engine: PiiEngine, external_data: Path, part: str) -> Any:
     path = external_data / "pii" / "presidio_generated_large.json"
     if not path.exists():
         pytest.skip(f"{path} not found")
-    texts = load_presidio_generated(path)[::5]  # 422 texts, every template family
+    texts = load_presidio_split(path, part)
     predicted = [[(d.start, d.end, d.entity) for d in found] for found in engine.analyze([t.text for t in texts])]
-    scores = score(texts, predicted)
-    for entity in ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "PHONE_NUMBER"):
+    return score(texts, predicted)
+
+
+def test_strict_profile_reaches_the_recall_target_on_held_out_templates(external_data: Path) -> None:
+    scores = _recall(engine_for(profile="strict"), external_data, "held_out")
+    for entity in ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER"):
         assert scores.recall(entity) >= 0.97, (entity, scores.recall(entity))
     assert scores.recall() >= 0.85
     assert scores.precision() >= 0.9
+
+
+def test_training_profile_finds_every_identifier_and_the_names_in_a_personal_context(
+        engine: PiiEngine, external_data: Path) -> None:
+    # Names in narrative templates ("Zoolander ... directed by Alice Hasti") are left by design; the
+    # held-out figure is documented in docs/pii.md (0.67) and must not fall.
+    scores = _recall(engine, external_data, "held_out")
+    for entity in ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER"):
+        assert scores.recall(entity) >= 0.97, (entity, scores.recall(entity))
+    assert scores.recall("STREET_ADDRESS") >= 0.88
+    assert scores.recall() >= 0.65
+    assert scores.precision() >= 0.95
+
+
+def _damage(engine: PiiEngine, external_data: Path, name: str, every: int = 1) -> float:
+    if not (external_data / "instructions").exists():
+        pytest.skip(f"{external_data} has no instruction data")
+    records = load_damage_records(external_data, name)[::every]
+    found = engine.analyze([t for r in records for t in r])
+    return len(changed_records(records, found)) / len(records)
+
+
+def test_training_profile_changes_at_most_2_percent_of_the_alpaca_demo(engine: PiiEngine,
+                                                                        external_data: Path) -> None:
+    assert _damage(engine, external_data, "alpaca") <= 0.02  # 39% before the profile existed
+
+
+def test_training_profile_changes_at_most_2_percent_of_autoj_prompts_without_private_data(
+        engine: PiiEngine, external_data: Path) -> None:
+    assert _damage(engine, external_data, "autoj", every=4) <= 0.02  # a quarter: the prompts are long
+
+
+@pytest.mark.parametrize("text", [
+    "Molecular orbitals were built by the Kohn-Sham method with Slater type orbitals (Klämbt, 2009).",
+    "The Gaussian basis $e^{-\\alpha r^2}$ is cheap; see `def orbital(name='John Smith'):` for code.",
+    "Recipe: Honey Glazed Sriracha Chicken Skewers. Serve with rice.",
+    "John had 12 apples. His friend Mike gave him 8 more apples. How many apples does John have?",
+    "Matilda was written by Roald Dahl in 1988 and Java runs on Intel's Itanium.",
+    "Once upon a time there was a brave knight named Sir Cedric who rode to Camelot.",
+    "Connect to 127.0.0.1:8000 or 10.0.0.7; Chrome/111.0.0.0 is the browser.",
+])
+def test_public_fictional_and_technical_text_is_left_alone(engine: PiiEngine, text: str) -> None:
+    assert engine.analyze([text])[0] == []
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("Hi, my name is Ana Souza and I need help with my order.", "Ana Souza"),
+    ("Please update the account of my wife Aisling Cuffe.", "Aisling Cuffe"),
+    ("Dear Mr. Sayed,\nplease add the column.", "Mr. Sayed"),
+    ("I live in Tucson and was born in Salinas.", "Tucson"),
+    ("Kane Husbands\nk.husbands@csm.arts.ac.uk\nCourse Leader", "Kane Husbands"),
+])
+def test_names_and_places_in_a_personal_context_are_redacted(engine: PiiEngine, text: str, value: str) -> None:
+    assert value not in redact_text(engine, text)
+
+
+def test_strict_profile_redacts_names_everywhere_even_in_code() -> None:
+    strict = engine_for(profile="strict")
+    text = "Matilda was written by Roald Dahl. `user = 'Ana Souza'`"
+    out = redact_text(strict, text)
+    assert "Roald Dahl" not in out and "Ana Souza" not in out
 
 
 def test_long_card_numbers_are_found_only_when_luhn_valid(engine: PiiEngine) -> None:
@@ -353,3 +418,37 @@ def _resolve_by_brute_force(text: str, detections: list[Detection]) -> list[Dete
 def test_overlap_resolution_matches_the_brute_force_rules(text: str, raw: list[tuple[int, int, str, float]]) -> None:
     detections = [Detection(s, min(s + n, len(text)), entity, score) for s, n, entity, score in raw if s < len(text)]
     assert resolve_overlaps(text, detections) == _resolve_by_brute_force(text, detections)
+
+
+def test_a_custom_pattern_that_backtracks_forever_fails_its_record_instead_of_hanging(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(chat("slow", ("user", "a" * 40 + "b mail jo@example.org"), ("assistant", "ok"))) + "\n"
+                      + json.dumps(chat("fine", ("user", "hello"), ("assistant", "hi"))) + "\n")
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {
+        "nlp_engine": "patterns", "workers": 1, "regex_timeout_s": 0.05,
+        "custom_recognizers": [{"name": "evil", "entity": "EVIL_ID", "patterns": ["(a|a)*$"]}]}})
+    report = run_pipeline(spec, source, tmp_path / "out")
+    assert report.records_out == 1
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejected] == [("slow", "step_error")]
+    assert "jo@example.org" not in json.dumps(rejected)
+
+
+def test_no_log_line_of_a_run_carries_a_dataset_value(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # E-mail addresses as topic labels, in ids and in turns: the balance step warns about small topics,
+    # a record fails the PII step; the log may say what happened, never with which values.
+    emails = [f"owner{i}@example.org" for i in range(6)]
+    lines = [json.dumps(chat(f"id-{emails[i % 6]}", ("user", f"Write to {emails[i % 6]} please"), ("assistant", "ok"),
+                             category=emails[i % 6])) for i in range(30)]
+    lines.append(json.dumps(chat("slow-" + emails[0], ("user", "a" * 40 + "b"), ("assistant", "ok"))))
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n{broken " + emails[1] + "\n")
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii", "dedup", "balance"], "pii": {
+        "nlp_engine": "patterns", "workers": 1, "regex_timeout_s": 0.05,
+        "custom_recognizers": [{"name": "evil", "entity": "EVIL_ID", "patterns": ["(a|a)*$"]}]},
+        "balance": {"topic_field": "category", "min_count": 50}})
+    with caplog.at_level("DEBUG"):
+        run_pipeline(spec, source, tmp_path / "out")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("small_topics" in m for m in messages) and any("failed on a record" in m for m in messages)
+    assert [m for m in messages if any(e in m or e.split("@")[0] in m for e in emails)] == []
