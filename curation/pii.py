@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,12 +16,11 @@ import orjson
 
 from assay.curation.pii_engine import PiiEngine, Redaction
 from assay.curation.steps import Batch, Record, Step
-from assay.schemas.pii import PiiConfig, PiiReport, RedactedExample
+from assay.schemas.errors import RecordError
+from assay.schemas.pii import PiiConfig, PiiReport, RedactedExample, RedactionSample
 
 Path = tuple[str | int, ...]
 EXAMPLE_CHARS = 300
-# Keys whose values are structure, not content, when every string of a rejected record is scrubbed.
-_STRUCTURAL_KEYS = frozenset({"role", "id", "type"})
 _MIN_RECORDS_PER_WORKER = 16
 
 
@@ -44,6 +44,10 @@ class RecordOutcome:
     drop_roles: list[str] = field(default_factory=list)
     second_pass: Counter[str] = field(default_factory=Counter)
     residual: Counter[str] = field(default_factory=Counter)
+    fields: Counter[str] = field(default_factory=Counter)  # texts scanned per role or field
+    samples: list[tuple[str, str]] = field(default_factory=list)
+    keys_redacted: int = 0
+    left_alone: Counter[tuple[str, str]] = field(default_factory=Counter)  # of its chunk, on the first outcome
 
 
 def _get(obj: Any, path: Path) -> Any:
@@ -75,8 +79,12 @@ def _field_paths(obj: Any, keys: list[str], prefix: Path = ()) -> Iterator[Path]
 
 
 def text_slots(record: Record, config: PiiConfig) -> list[TextSlot]:
-    """Every string of a record that is trained on: each turn's content, then the configured fields."""
+    """Every string of a record the step scans: each turn's content (under its role's policy), then,
+    with `scope: all_strings` (the default), every other string value: the id, message fields such as
+    `name`, extra fields and metadata at any depth (under `default_policy`); with `scope: turns`, only
+    the dotted paths of `extra_fields`."""
     slots = []
+    content_paths: set[Path] = set()
     for i, message in enumerate(record.get("messages") or ()):
         if not isinstance(message, dict):
             continue
@@ -94,23 +102,88 @@ def text_slots(record: Record, config: PiiConfig) -> list[TextSlot]:
                     slots.append(TextSlot(("messages", i, "content", j, "text"), role, policy))
                 elif isinstance(part.get("value"), str) and part.get("type", "text") == "text":
                     slots.append(TextSlot(("messages", i, "content", j, "value"), role, policy))
+    content_paths = {slot.path for slot in slots}
+    if config.scope == "all_strings":
+        for path in string_paths(record):
+            if path not in content_paths and not _is_structure(record, path):
+                slots.append(TextSlot(path, "field:" + field_name(path), config.default_policy))
+        return slots
     for dotted in config.extra_fields:
         for path in _field_paths(record, dotted.split(".")):
-            slots.append(TextSlot(path, f"field:{dotted}", config.default_policy))
+            if path not in content_paths:
+                slots.append(TextSlot(path, f"field:{dotted}", config.default_policy))
     return slots
 
 
+def field_name(path: Path) -> str:
+    """A string's field as the report names it: keys joined by dots, list positions left out, and keys
+    that are not plain identifiers shown as `*` (a key can itself be personal data)."""
+    return ".".join(k if _PLAIN_KEY.fullmatch(k) else "*" for k in path if isinstance(k, str)) or "(value)"
+
+
+_ROLE_NAMES = frozenset({"system", "user", "assistant", "tool", "function", "developer", "human", "gpt",
+                         "observation", "model"})
+_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "image", "audio", "video"})
+
+
+def _is_structure(record: Record, path: Path) -> bool:
+    """A role name or a content part's type: format, not content (anything else in those places, an
+    e-mail address used as a role, is scanned)."""
+    value = _get(record, path)
+    if path[-1] == "role":
+        return str(value).lower() in _ROLE_NAMES
+    return path[-1] == "type" and len(path) >= 4 and value in _PART_TYPES
+
+
 def string_paths(obj: Any, prefix: Path = ()) -> Iterator[Path]:
-    """Every string leaf of a JSON value (but role names, ids and part types)."""
+    """Every string leaf of a JSON value (object keys are handled apart, by `scrub_keys`)."""
     if isinstance(obj, str):
         yield prefix
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            if key not in _STRUCTURAL_KEYS:
-                yield from string_paths(value, (*prefix, key))
+            yield from string_paths(value, (*prefix, key))
     elif isinstance(obj, list):
         for i, value in enumerate(obj):
             yield from string_paths(value, (*prefix, i))
+
+
+_PLAIN_KEY = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+
+
+def _key_holders(obj: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(obj, dict):
+        yield obj
+        for value in obj.values():
+            yield from _key_holders(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            yield from _key_holders(value)
+
+
+def scrub_keys(engine: PiiEngine, obj: Any) -> int:
+    """Redact the object keys of a JSON value in place (`{"jo@x.org": 3}` becomes `{"<EMAIL_ADDRESS>": 3}`);
+    returns how many keys changed. Keys that are plain identifiers (`messages`, `role`) are not analysed."""
+    holders = [(d, k) for d in _key_holders(obj) for k in d if isinstance(k, str) and not _PLAIN_KEY.fullmatch(k)]
+    if not holders:
+        return 0
+    changed = 0
+    by_dict: dict[int, dict[str, str]] = {}
+    for (holder, key), found in zip(holders, engine.analyze([k for _, k in holders]), strict=True):
+        if found:
+            by_dict.setdefault(id(holder), {})[key] = engine.redact(key, found).text
+    for holder in {id(d): d for d, _ in holders}.values():
+        renames = by_dict.get(id(holder))
+        if renames:
+            items = [(renames.get(k, k), v) for k, v in holder.items()]
+            holder.clear()
+            for k, v in items:  # two keys redacted to the same placeholder: later ones get a suffix
+                name, n = k, 1
+                while name in holder:
+                    n += 1
+                    name = f"{k}_{n}"
+                holder[name] = v
+            changed += len(renames)
+    return changed
 
 
 def process_records(engine: PiiEngine, records: list[Record]) -> list[RecordOutcome]:
@@ -119,8 +192,11 @@ def process_records(engine: PiiEngine, records: list[Record]) -> list[RecordOutc
     slots = [(ri, slot) for ri, record in enumerate(records) for slot in text_slots(record, config)
              if slot.policy != "keep"]
     texts = [_get(records[ri], slot.path) for ri, slot in slots]
+    left_before = Counter(engine.left_alone)
     redactions = [engine.redact(t, found) for t, found in zip(texts, engine.analyze(texts), strict=True)]
     outcomes = [RecordOutcome(record) for record in records]
+    if outcomes:
+        outcomes[0].left_alone = engine.left_alone - left_before
     for (ri, slot), redaction in zip(slots, redactions, strict=True):
         outcome = outcomes[ri]
         outcome.texts += 1
@@ -131,10 +207,34 @@ def process_records(engine: PiiEngine, records: list[Record]) -> list[RecordOutc
     if config.rescan:
         _rescan(engine, slots, redactions, outcomes)
     for (ri, slot), redaction in zip(slots, redactions, strict=True):
+        outcomes[ri].fields[slot.role] += 1
         if redaction.changed:
             _set(records[ri], slot.path, redaction.text)
             outcomes[ri].changed = True
+            if len(outcomes[ri].samples) < 2:
+                outcomes[ri].samples.extend(redaction_samples(redaction))
+    if config.scope == "all_strings":
+        for outcome in outcomes:
+            keys = scrub_keys(engine, outcome.record)
+            if keys:
+                outcome.changed = True
+                outcome.keys_redacted += keys
     return outcomes
+
+
+SAMPLE_CONTEXT = 40
+
+
+def redaction_samples(redaction: Redaction) -> list[tuple[str, str]]:
+    """(entity, the redacted text around one replaced span): what a reader needs to judge precision,
+    taken from the redacted text so no original value is quoted."""
+    samples = []
+    for (start, end), det in zip(redaction.replaced, redaction.detections, strict=False):
+        text = redaction.text
+        lo, hi = max(0, start - SAMPLE_CONTEXT), min(len(text), end + SAMPLE_CONTEXT)
+        snippet = ("…" if lo else "") + " ".join(text[lo:hi].split()) + ("…" if hi < len(text) else "")
+        samples.append((det.entity, snippet))
+    return samples
 
 
 def _rescan(engine: PiiEngine, slots: list[tuple[int, TextSlot]], redactions: list[Redaction],
@@ -167,21 +267,24 @@ def _merge_redactions(first: Redaction, second: Redaction) -> Redaction:
 
 
 def _blank_strings(value: Any) -> Any:
-    """Every string replaced by a note of its length: what cannot be scanned is not written."""
+    """Every string (keys too) replaced by a note of its length: what cannot be scanned is not written."""
     if isinstance(value, str):
         return f"<unscanned text, {len(value)} characters>"
     if isinstance(value, list):
         return [_blank_strings(v) for v in value]
     if isinstance(value, dict):
-        return {k: (v if k in ("id", "role", "type") else _blank_strings(v)) for k, v in value.items()}
+        return {(k if isinstance(k, str) and _PLAIN_KEY.fullmatch(k) else f"<unscanned key {i}>"): _blank_strings(v)
+                for i, (k, v) in enumerate(value.items())}
     return value
 
 
 def scrub_value(engine: PiiEngine, value: Any) -> tuple[Any, int]:
-    """Redact every string inside a JSON value (all roles, all fields); returns it and the hit count."""
+    """Redact every string inside a JSON value (all roles, ids, types, all fields, object keys); returns
+    it and the hit count."""
     if isinstance(value, str):
         redaction = engine.redact(value, engine.analyze([value])[0])
         return redaction.text, len(redaction.detections)
+    keys = scrub_keys(engine, value)
     paths = list(string_paths(value))
     texts = [_get(value, p) for p in paths]
     hits = 0
@@ -189,7 +292,7 @@ def scrub_value(engine: PiiEngine, value: Any) -> tuple[Any, int]:
         if found:
             _set(value, path, engine.redact(text, found).text)
             hits += len(found)
-    return value, hits
+    return value, hits + keys
 
 
 # -- worker processes ----------------------------------------------------------------------------
@@ -224,8 +327,13 @@ class PiiStep(Step[PiiConfig]):
         self._pool: Pool | None = None
         self.report = PiiReport(nlp_engine=self.config.nlp_engine, operator=self.config.operator,
                                 model="" if self.config.nlp_engine == "patterns" else self.config.model,
-                                entities=self.config.all_entities())
+                                entities=self.config.all_entities(), profile=self.config.profile,
+                                names_and_places=self.config.names_mode(),
+                                skip_code_and_math=self.config.skips_code_and_math(), scope=self.config.scope)
         self._by_role_entity: Counter[tuple[str, str]] = Counter()
+        self._fields: Counter[str] = Counter()
+        self._left_alone: Counter[tuple[str, str]] = Counter()
+        self._samples: dict[str, list[str]] = {}
 
     # -- the stream ----------------------------------------------------------------------------
     def run(self, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -265,6 +373,13 @@ class PiiStep(Step[PiiConfig]):
         report.texts_scanned += outcome.texts
         report.rescanned_texts += outcome.rescanned
         self._by_role_entity.update(outcome.found)
+        self._fields.update(outcome.fields)
+        self._left_alone.update(outcome.left_alone)
+        report.keys_redacted += outcome.keys_redacted
+        for entity, context in outcome.samples:
+            shown = self._samples.setdefault(entity, [])
+            if len(shown) < self.config.report_examples:
+                shown.append(context)
         for entity, n in outcome.second_pass.items():
             report.second_pass += n
             report.second_pass_by_entity[entity] = report.second_pass_by_entity.get(entity, 0) + n
@@ -303,6 +418,7 @@ class PiiStep(Step[PiiConfig]):
         steps = list(self.ctx.steps)
         own = steps.index(self.name) if self.name in steps else len(steps)
         for entry in entries:
+            self._scrub_explanation(entry)
             step = entry.get("step")
             # Records this step (or a later one) passed on are redacted already; a record this step
             # failed on (`step_error`) never was.
@@ -325,6 +441,18 @@ class PiiStep(Step[PiiConfig]):
             if hits:
                 self.report.rejects_scrubbed += 1
 
+    def _scrub_explanation(self, entry: dict[str, Any]) -> None:
+        """An error message and its details can quote the value they reject ("role 'jo@x.org' is not
+        one of ..."): they are redacted like the record."""
+        try:
+            if isinstance(entry.get("message"), str):
+                entry["message"] = scrub_value(self.engine, entry["message"])[0]
+            if entry.get("details"):
+                entry["details"] = scrub_value(self.engine, entry["details"])[0]
+        except Exception:
+            entry["message"] = "<unscanned message>"
+            entry["details"] = _blank_strings(entry.get("details"))
+
     def _scrub_raw(self, raw: str) -> tuple[str, int]:
         try:
             parsed = orjson.loads(raw)
@@ -336,6 +464,14 @@ class PiiStep(Step[PiiConfig]):
             return str(text), hits
         value, hits = scrub_value(self.engine, parsed)
         return (orjson.dumps(value).decode() if hits else raw), hits
+
+    def scrub_errors(self, errors: list[RecordError]) -> None:
+        """The validation summary's first errors quote what they reject ("role 'jo@x.org' is not one
+        of ..."): redacted before the report is written."""
+        for error in errors:
+            error.message = str(scrub_value(self.engine, error.message)[0])
+            if error.field:
+                error.field = str(scrub_value(self.engine, error.field)[0])
 
     def report_section(self) -> PiiReport:
         section = self.report
@@ -350,6 +486,10 @@ class PiiStep(Step[PiiConfig]):
         section.by_role = dict(by_role.most_common())
         section.by_role_entity = nested
         section.detections = sum(by_entity.values())
+        section.texts_by_field = dict(self._fields.most_common())
+        section.left_alone = {f"{entity}:{reason}": n for (entity, reason), n in self._left_alone.most_common()}
+        section.samples = [RedactionSample(entity=entity, context=context) for entity in section.by_entity
+                           for context in self._samples.get(entity, [])]
         section.seconds = round(section.seconds, 3)
         return section
 

@@ -223,6 +223,8 @@ class Pipeline:
                 step.close()
 
         funnel = self._funnel(meters, reasons, ctx)
+        for step in steps:
+            step.scrub_errors(validator.summary.first_errors)
         sections = {step.name: step.report_section() for step in steps}
         report = QualityReport(
             input_path=str(self.input_path), output_dir=str(self.out_dir), steps=list(meters),

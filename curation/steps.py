@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from typing_extensions import Self
 
 from assay.schemas import registry
+from assay.schemas.errors import RecordError
 
 Record = dict[str, Any]
 Batch = list[Record]
@@ -219,6 +220,10 @@ class Step(ABC, Generic[ConfigT]):
     def scrub(self, entries: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook
         """Clean rejected entries (`Drop.to_json()` / `Rejected.to_json()` dicts, any step's) in place
         before they are written or quoted in the report: the PII step redacts `raw` and `record`."""
+
+    def scrub_errors(self, errors: list[RecordError]) -> None:  # noqa: B027 - optional hook
+        """Clean the validation summary's first errors in place before the report is written (their
+        messages quote rejected values): the PII step redacts them."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release models, pools and files."""

@@ -111,10 +111,15 @@ class PiiConfig(BaseModel):
         description="Per chat role: redact the PII, drop the whole record (reason `pii_in_<role>`), "
                     "or keep the turn unchanged. Roles not listed use `default_policy`.")
     default_policy: RolePolicy = Field("redact", description="Policy for roles not in role_policy.")
+    scope: Literal["all_strings", "turns"] = Field(
+        "all_strings", description="all_strings: every string of a record is scanned: turns (under their "
+                                   "role's policy), the id, message fields like `name`, extra fields and "
+                                   "metadata at any depth, and object keys (under `default_policy`). turns: "
+                                   "only the turns' content and the `extra_fields` paths.")
     extra_fields: list[str] = Field(
         default_factory=list,
-        description="Other string fields to scan, as dotted paths (e.g. `metadata.author`); lists of "
-                    "strings are scanned item by item. They follow `default_policy`.")
+        description="With scope `turns`: other string fields to scan, as dotted paths (e.g. `metadata.author`); "
+                    "lists of strings are scanned item by item. They follow `default_policy`.")
     phone_regions: list[str] = Field(
         default_factory=lambda: ["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "AU", "CA"],
         description="Regions whose national phone formats are recognised (ISO 3166 codes); numbers "
@@ -168,7 +173,18 @@ class RedactedExample(BaseModel):
     turns: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class RedactionSample(BaseModel):
+    """One redaction in its context, quoted from the redacted text."""
+
+    entity: str
+    context: str
+
+
 class PiiReport(BaseModel):
+    profile: str = ""
+    names_and_places: str = ""
+    skip_code_and_math: bool = False
+    scope: str = ""
     nlp_engine: str = ""
     model: str = ""
     operator: str = ""
@@ -189,6 +205,16 @@ class PiiReport(BaseModel):
     residual: int = Field(default=0, description="Detections still found after the second pass (target 0).")
     residual_by_entity: dict[str, int] = Field(default_factory=dict)
     rejects_scrubbed: int = Field(default=0, description="Rejected entries (any step) redacted before writing.")
+    texts_by_field: dict[str, int] = Field(default_factory=dict,
+                                           description="Texts scanned per chat role or field (`field:id`, ...).")
+    keys_redacted: int = Field(default=0, description="Object keys that held personal data and were redacted.")
+    left_alone: dict[str, int] = Field(
+        default_factory=dict, description="Detections the profile did not redact, as ENTITY:reason (reasons: "
+                                          "no_personal_context, code_or_math, word_problem, not_a_name, "
+                                          "not_a_public_ip); counted once per distinct text.")
+    samples: list[RedactionSample] = Field(
+        default_factory=list, description="Per entity type, a few redactions in their (redacted) context, so "
+                                          "precision can be judged at a glance; never an original value.")
     seconds: float = 0.0
     examples: list[RedactedExample] = Field(default_factory=list)
 

@@ -290,11 +290,13 @@ def test_names_and_places_in_a_personal_context_are_redacted(engine: PiiEngine, 
     assert value not in redact_text(engine, text)
 
 
-def test_strict_profile_redacts_names_everywhere_even_in_code() -> None:
-    strict = engine_for(profile="strict")
-    text = "Matilda was written by Roald Dahl. `user = 'Ana Souza'`"
-    out = redact_text(strict, text)
-    assert "Roald Dahl" not in out and "Ana Souza" not in out
+@pytest.mark.parametrize("text", [
+    "Matilda was written by Roald Dahl.", '```\nauthor = "John Smith"\nprint(author)\n```',
+    "SELECT column1, column2 FROM table_name WHERE condition",
+])
+def test_strict_profile_redacts_what_the_ner_model_finds_even_in_code(engine: PiiEngine, text: str) -> None:
+    assert engine.analyze([text])[0] == []  # training: public, code
+    assert engine_for(profile="strict").analyze([text])[0] != []
 
 
 def test_long_card_numbers_are_found_only_when_luhn_valid(engine: PiiEngine) -> None:
@@ -452,3 +454,32 @@ def test_no_log_line_of_a_run_carries_a_dataset_value(tmp_path: Path, caplog: py
     messages = [r.getMessage() for r in caplog.records]
     assert any("small_topics" in m for m in messages) and any("failed on a record" in m for m in messages)
     assert [m for m in messages if any(e in m or e.split("@")[0] in m for e in emails)] == []
+
+
+def test_every_string_key_and_role_is_scanned_and_the_report_says_which_fields(tmp_path: Path) -> None:
+    record = {"id": "ticket-jo.park@example.net", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hello", "from:ana@example.org": "x"}]},
+        {"role": "assistant", "content": "hi", "name": "bob@example.com"}],
+        "meta": {"owner": "Write to carl@example.com", "jane.roe@example.org": 2}}
+    bad_role = {"id": "r2", "messages": [{"role": "dora@example.org", "content": "hi"}, {"role": "assistant", "content": "ok"}]}
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(record) + "\n" + json.dumps(bad_role) + "\n")
+    spec = CurationSpec.model_validate({"steps": ["validate", "pii"], "pii": {"nlp_engine": "patterns", "workers": 1}})
+    report = run_pipeline(spec, source, tmp_path / "out")
+    outputs = "".join((tmp_path / "out" / n).read_text() for n in ("curated.jsonl", "rejected.jsonl", "report.json",
+                                                                  "report.md", "report.html"))
+    for value in ("jo.park@example.net", "ana@example.org", "bob@example.com", "carl@example.com",
+                  "jane.roe@example.org", "dora@example.org"):
+        assert value not in outputs, value
+    pii = report.pii
+    assert pii is not None and pii.scope == "all_strings" and pii.keys_redacted == 2
+    assert {"user", "assistant", "field:id", "field:messages.name", "field:meta.owner"} <= set(pii.texts_by_field)
+    assert {s.entity for s in pii.samples} == {"EMAIL_ADDRESS"}
+    assert all("<EMAIL_ADDRESS>" in s.context for s in pii.samples)
+
+
+def test_the_report_counts_what_the_training_profile_left_alone(engine: PiiEngine) -> None:
+    before = engine.left_alone.copy()
+    engine.analyze(["Matilda was written by Roald Dahl, the children's author.", "Ping `10.0.0.7` twice."])
+    left = engine.left_alone - before
+    assert left[("PERSON", "no_personal_context")] == 1 and left[("IP_ADDRESS", "not_a_public_ip")] == 1
