@@ -32,7 +32,7 @@ from assay.curation.minhash import (
     normalise_text,
     shingle_sets,
 )
-from assay.curation.steps import Batch, Record, StepContext, record_text
+from assay.curation.steps import Batch, Record, StepContext, record_text, strip_placeholders
 from assay.schemas.dedup import ClusterExample, ClusterMember, DedupConfig, DedupReport
 
 EXACT_DUPLICATE = "exact_duplicate"
@@ -111,6 +111,9 @@ class Sketcher:
             empty = ShingleSets(np.empty(0, np.uint32), np.zeros(len(texts) + 1, np.int64))
             return exact, np.empty((len(texts), 0), np.uint32), empty
         n = self.config.normalize
+        if any("<" in t for t in texts):  # PII placeholders are not shared content
+            texts = [strip_placeholders(t) for t in texts]
+            normalised = self._exact_texts(texts)
         if not n.collapse_whitespace and self.config.shingle == "char":  # char shingles see collapsed spaces
             normalised = [normalise_text(t, n.nfkc, n.casefold, True, n.strip_punctuation) for t in texts]
         sets = shingle_sets(normalised, self.config.shingle, self.config.ngram)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 import traceback
 from abc import ABC, abstractmethod
@@ -45,6 +46,16 @@ def message_text(message: dict[str, Any]) -> str:
                     texts.append(value)
         return "\n".join(texts)
     return ""
+
+
+# What the PII step writes in place of a value: <PERSON>, <EMAIL_ADDRESS>, <PERSON_1a2b3c4d> (hash).
+PII_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*[A-Z0-9]>")
+
+
+def strip_placeholders(text: str) -> str:
+    """The text without PII placeholders: topic features and near-duplicate shingles must not make
+    `person` a topic word or two records alike because both had a name redacted."""
+    return PII_PLACEHOLDER.sub(" ", text) if "<" in text else text
 
 
 def record_text(record: Record, roles: tuple[str, ...] | None = None) -> str:

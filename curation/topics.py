@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from assay.curation.steps import Batch, Record, SpillFile, StepConfigError, record_text
+from assay.curation.steps import Batch, Record, SpillFile, StepConfigError, record_text, strip_placeholders
 from assay.schemas.balance import BalanceConfig, KSelection
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ def opening_sentence(text: str, max_chars: int) -> str:
 
 
 def embedding_text(text: str, config: BalanceConfig) -> str:
+    text = strip_placeholders(text)
     return opening_sentence(text, config.embed_chars) if config.embed_text == "first_sentence" else text
 
 
@@ -211,7 +212,7 @@ def term_counts(texts: Iterable[str], n_texts: int, lead_weight: float = 0.0,
     # Typed arrays: one entry per word of every text, 4 bytes each instead of a Python object.
     rows, columns, weights = array("i"), array("i"), array("f")
     for row, text in enumerate(texts):
-        words = TOKEN.findall(text.lower())
+        words = TOKEN.findall(strip_placeholders(text).lower())
         columns.extend(index.setdefault(word, len(index)) for word in words)
         rows.extend([row] * len(words))
         weights.extend(1.0 + lead_weight * np.exp(-np.arange(len(words), dtype=np.float32) / lead_words))

@@ -483,3 +483,19 @@ def test_the_report_counts_what_the_training_profile_left_alone(engine: PiiEngin
     engine.analyze(["Matilda was written by Roald Dahl, the children's author.", "Ping `10.0.0.7` twice."])
     left = engine.left_alone - before
     assert left[("PERSON", "no_personal_context")] == 1 and left[("IP_ADDRESS", "not_a_public_ip")] == 1
+
+
+def test_topic_words_and_near_duplicate_shingles_ignore_pii_placeholders() -> None:
+    from assay.curation.duplicates import Sketcher
+    from assay.curation.topics import term_counts
+    from assay.schemas.dedup import DedupConfig
+
+    texts = ["<PERSON> asked <PERSON_1a2b3c4d> about the water bill at <LOCATION>",
+             "<PERSON> wants a recipe for lemon cake from <LOCATION>"]
+    assert not {"person", "location", "1a2b3c4d"} & set(term_counts(texts, len(texts)).vocabulary)
+    sketcher = Sketcher(DedupConfig(ngram=2))
+    _, _, sets = sketcher.sketch(["Contact <PERSON> <EMAIL_ADDRESS> <PHONE_NUMBER> today",
+                                  "Ask <PERSON> <EMAIL_ADDRESS> <PHONE_NUMBER> now"])
+    first = set(sets.hashes[sets.offsets[0]:sets.offsets[1]].tolist())
+    second = set(sets.hashes[sets.offsets[1]:sets.offsets[2]].tolist())
+    assert first & second == set()  # only the placeholders were shared
