@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -90,7 +91,8 @@ def worker_main(settings: Settings, kinds: dict[str, str], parent_pid: int, wake
     """Entry point of a spawned worker process; `kinds` maps the kinds of its pool to their functions."""
     # Its own process group, so the server can stop the worker together with any process a job started
     # (e.g. the PII step's pool) when the job times out or ignores a cancel.
-    os.setpgid(0, 0)
+    with contextlib.suppress(OSError):  # without a group of its own, only the worker itself is stopped
+        os.setpgid(0, 0)
     become_server_child(parent_pid, whole_group=True)
     # The server starts workers as daemons (it stops them at exit), but a job may start a process pool of its
     # own (pii.workers), which multiprocessing refuses in a daemon; the flag only matters to the parent.

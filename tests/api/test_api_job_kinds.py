@@ -122,3 +122,7 @@ def test_kind_names_and_routes_must_be_unique_and_bad_plugins_stop_serve(tmp_pat
     result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d")])
     assert result.exit_code == 2
     assert "cannot load job kind 'no_such_module:KIND'" in result.output
+    monkeypatch.delenv("ASSAY_JOB_KINDS")
+    bad_pool = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "d"), "--pool", "training"])
+    assert bad_pool.exit_code == 2
+    assert "--pool takes NAME=N" in bad_pool.output
