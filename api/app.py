@@ -13,8 +13,9 @@ from fastapi.openapi.utils import get_openapi
 from assay.api.artifacts import DataDirLock, clear_folder
 from assay.api.auth import KeyRing, RateLimiter, hash_key
 from assay.api.errors import install_error_handlers
-from assay.api.jobs import JOB_KINDS
-from assay.api.routes import curation, files, health, reports
+from assay.api.jobs import JobKind, load_job_kinds
+from assay.api.routes import files, health, reports
+from assay.api.routes.jobs import job_router
 from assay.api.runner import Runner
 from assay.api.settings import Settings
 from assay.api.store import Store
@@ -24,7 +25,7 @@ log = logging.getLogger("assay.api")
 API_VERSION = "1.0.0"
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
+def _lifespan(settings: Settings, kinds: dict[str, JobKind]) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.make_dirs()
@@ -36,18 +37,21 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
         clear_folder(settings.jobs_dir)  # work folders of jobs that cannot continue
         keyring = KeyRing(store, frozenset(hash_key(k) for k in settings.api_keys))
         keyring.load_now()
-        checker = UploadChecker(settings.validation_workers)
+        checker = UploadChecker(settings)
         checker.warm_up()
-        runner = Runner(settings, store, dict(JOB_KINDS))
+        runner = Runner(settings, store, kinds)
         runner.start()
         app.state.settings = settings
         app.state.store = store
         app.state.keyring = keyring
         app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        # Failed logins per client address: `auth_failures_per_min` per minute, the same as a burst.
+        app.state.auth_failures = RateLimiter(settings.auth_failures_per_min / 60.0, settings.auth_failures_per_min)
         app.state.upload_checker = checker
         app.state.runner = runner
-        log.info("assay server ready: data in %s, %d worker(s), API keys %s", settings.data_dir,
-                 settings.workers, "required" if keyring.enabled_cached else "off (loopback only)")
+        log.info("assay server ready: data in %s, worker pools %s, API keys %s", settings.data_dir,
+                 ", ".join(f"{pool}={settings.pool_size(pool)}" for pool in runner.pools),
+                 "required" if keyring.enabled_cached else "off (loopback only)")
         try:
             yield
         finally:
@@ -93,12 +97,15 @@ async def _security_headers(request: Request, call_next: Callable[[Request], Awa
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="Assay API", version=API_VERSION, lifespan=_lifespan(settings),
+    kinds = load_job_kinds(settings.job_kind_plugins)
+    app = FastAPI(title="Assay API", version=API_VERSION, lifespan=_lifespan(settings, kinds),
                   description="Upload datasets, curate them (validate, PII, dedup, balance) and read the reports. "
                               "Files follow the OpenAI Files API, so the `openai` SDK works against `/v1`.")
     install_error_handlers(app)
     app.middleware("http")(_security_headers)
-    for module in (health, files, curation, reports):
+    for module in (health, files, reports):
         app.include_router(module.router)
+    for kind in kinds.values():
+        app.include_router(job_router(kind))
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -8,11 +8,13 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from assay.api.errors import APIError
+from assay.api.settings import Settings, is_loopback
 from assay.api.store import Store
 
 KEY_PREFIX = "sk-assay-"
@@ -61,13 +63,23 @@ class RateLimiter:
     max_identities: int = 10_000
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
+    def _tokens(self, identity: str, now: float) -> float:
+        tokens, stamp = self._buckets.get(identity, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - stamp) * self.rate)
+
+    def wait(self, identity: str) -> float:
+        """Like `take` without using a token: 0.0 when one is available, else the seconds until one is."""
+        if self.rate <= 0:
+            return 0.0
+        tokens = self._tokens(identity, time.monotonic())
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, identity: str) -> float:
         """0.0 when the request may go ahead, else the seconds to wait before retrying."""
         if self.rate <= 0:
             return 0.0
         now = time.monotonic()
-        tokens, stamp = self._buckets.get(identity, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
+        tokens = self._tokens(identity, now)
         if tokens < 1.0:
             self._buckets[identity] = (tokens, now)
             return (1.0 - tokens) / self.rate
@@ -87,26 +99,63 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def _retry_after(wait: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(wait)))}
+
+
+def _is_loopback_name(hostname: str) -> bool:
+    # *.localhost always resolves to this machine (RFC 6761), so no one else's DNS can point it here.
+    return hostname == "localhost" or hostname.endswith(".localhost") or is_loopback(hostname)
+
+
+def check_browser_origin(request: Request, settings: Settings) -> None:
+    """Without API keys, the only protection is the network: refuse what a web page elsewhere can make a
+    browser on this machine send. A `Host` other than a loopback name means DNS rebinding (a foreign name
+    resolving to 127.0.0.1); an `Origin` other than the server's own is a cross-site request, such as a
+    multipart form post, which browsers send without asking first."""
+    host_header = request.headers.get("host", "")
+    hostname = (urlsplit(f"//{host_header}").hostname or "") if host_header else ""
+    if is_loopback(settings.host) and not _is_loopback_name(hostname.rstrip(".").lower()):
+        raise APIError(403, "This server accepts only requests addressed to a loopback name (localhost, "
+                            "127.0.0.1, [::1]) while it has no API keys.", code="host_not_allowed")
+    origin = request.headers.get("origin")
+    cross_site = request.headers.get("sec-fetch-site") == "cross-site"
+    if origin is None and not cross_site:
+        return  # not sent by a browser page (curl, SDKs), or sent by one on this same origin
+    if cross_site or origin == "null" or urlsplit(origin or "").netloc.lower() != host_header.lower():
+        raise APIError(403, "Cross-site requests are refused while the server has no API keys.",
+                       code="cross_origin_refused")
+
+
 async def authorize(request: Request) -> str:
-    """FastAPI dependency for every /v1 route: checks the key when keys exist, then the rate limit."""
+    """FastAPI dependency for every /v1 route: the key when keys exist (else the browser checks above), then
+    the rate limit. A client address that sent too many wrong keys is refused for a while, whatever it sends."""
     keyring: KeyRing = request.app.state.keyring
     limiter: RateLimiter = request.app.state.rate_limiter
+    failures: RateLimiter = request.app.state.auth_failures
+    address = request.client.host if request.client else "unknown"
     accepted = await keyring.hashes()
     if accepted:
+        locked = failures.wait(address)
+        if locked > 0:
+            raise APIError(429, f"Too many requests with a wrong API key from this address; retry in "
+                                f"{math.ceil(locked)} s.", code="too_many_failed_logins",
+                           headers=_retry_after(locked))
         token = _bearer_token(request)
         if token is None:
             raise APIError(401, "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
         digest = hash_key(token)
         if not any(hmac.compare_digest(digest, known) for known in accepted):
+            failures.take(address)
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
         identity = digest
     else:
-        identity = "client:" + (request.client.host if request.client else "unknown")
+        check_browser_origin(request, request.app.state.settings)
+        identity = "client:" + address
     wait = limiter.take(identity)
     if wait > 0:
         raise APIError(429, f"Rate limit reached: at most {limiter.rate:g} requests/s per key. "
-                            f"Retry in {wait:.2f} s.", code="rate_limit_exceeded",
-                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
+                            f"Retry in {wait:.2f} s.", code="rate_limit_exceeded", headers=_retry_after(wait))
     return identity

@@ -221,9 +221,11 @@ def _flag_type(annotation: Any, where: str) -> tuple[Any, list[str]]:
     import types
     import typing
 
+    if typing.get_origin(annotation) is typing.Annotated:  # e.g. ServerPath: a str with a marker
+        annotation = typing.get_args(annotation)[0]
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        annotation = args[0]
+        return _flag_type(args[0], where)
     if typing.get_origin(annotation) is list:
         item, _ = _flag_type(typing.get_args(annotation)[0], where)
         return list[item], []  # type: ignore[valid-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,15 @@ def serve(
     database_url: str | None = typer.Option(
         None, "--database-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://... [env: ASSAY_DATABASE_URL; "
                                      "default: SQLite in the data folder]."),
-    workers: int | None = typer.Option(None, help="Job worker processes [env: ASSAY_WORKERS; default 2]."),
+    workers: int | None = typer.Option(
+        None, help="Worker processes of the default job pool (curation) [env: ASSAY_WORKERS; default 2]."),
+    pool: list[str] = typer.Option(
+        [], "--pool", metavar="NAME=N", help="Worker processes of another job pool, e.g. --pool training=1 "
+                                             "[env: ASSAY_POOLS=training=1,...; default 1 per pool]."),
+    job_timeout: float | None = typer.Option(
+        None, "--job-timeout", help="Wall-clock limit of a running job in seconds; past it the job fails with "
+                                    "job_timeout [env: ASSAY_JOB_TIMEOUT_S; default 21600; per kind: "
+                                    "ASSAY_JOB_TIMEOUTS=fine_tuning=86400,...]."),
     max_upload_mb: float | None = typer.Option(
         None, "--max-upload-mb", help="Upload size limit in MB [env: ASSAY_MAX_UPLOAD_BYTES; default 512 MB]."),
     rate_limit: float | None = typer.Option(
@@ -59,9 +68,13 @@ def serve(
     try:
         settings, store = _store_for(data_dir, database_url)
         max_bytes = int(max_upload_mb * 1024 * 1024) if max_upload_mb is not None else None
+        pools = _pool_sizes(pool)
         settings = type(settings).from_env(data_dir=settings.data_dir, database_url=database_url, host=host,
                                            port=port, workers=workers, max_upload_bytes=max_bytes,
-                                           rate_limit_per_s=rate_limit, insecure=insecure)
+                                           rate_limit_per_s=rate_limit, insecure=insecure,
+                                           job_timeout_s=job_timeout)
+        if pools:
+            settings = replace(settings, pool_sizes={**settings.pool_sizes, **pools}).checked()
         has_keys = bool(settings.api_keys) or bool(store.key_hashes())
         store.dispose()
     except ValueError as exc:
@@ -76,7 +89,24 @@ def serve(
     import logging
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    from assay.api.jobs import JobKindError
+
+    try:
+        app = create_app(settings)
+    except JobKindError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _pool_sizes(options: list[str]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for option in options:
+        name, sep, count = option.partition("=")
+        if not sep or not name.strip() or not count.strip().isdigit():
+            raise ValueError(f"--pool takes NAME=N (e.g. training=1), got {option!r}")
+        sizes[name.strip()] = int(count)
+    return sizes
 
 
 def keys_add(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from api.runner import Runner
-from api.settings import Settings
-from api.store import Store
+from assay.api.runner import Runner
+from assay.api.settings import Settings
+from assay.api.store import Store
 
 
 def get_store(request: Request) -> Store:

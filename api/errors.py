@@ -58,10 +58,25 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
                       headers=exc.headers)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+def _json_position(body: bytes, offset: int) -> str:
+    before = body[:offset]
+    line_start = before.rfind(b"\n") + 1
+    lines = before.count(b"\n") + 1
+    return f"line {lines}, column {offset - line_start + 1}"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        # FastAPI puts the character offset where a field name belongs: say where, and name no field.
+        loc = tuple(first.get("loc", ()))
+        offset = loc[-1] if loc and isinstance(loc[-1], int) else 0
+        ctx = first.get("ctx")
+        reason = str(ctx.get("error", "malformed JSON")) if isinstance(ctx, dict) else "malformed JSON"
+        where = _json_position(await request.body(), offset)
+        return error_json(400, f"The request body is not valid JSON: {reason} at {where}.", code="invalid_json")
     param = _location(tuple(first.get("loc", ())))
     message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
     if len(errors) > 1:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
-from assay.schemas.curation import CurationSpec
 from assay.schemas.validation import ValidationSummary
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
@@ -57,77 +56,35 @@ class FileDeleted(BaseModel):
     deleted: bool
 
 
-SERVER_PATH_SETTINGS = ("dedup.against", "dedup.decontaminate", "dedup.save_index", "report.tokenizer")
-"""Spec settings that name files on the machine running the pipeline: fine on the CLI, never over HTTP
-(a client could read or overwrite any folder the server can)."""
-
-
-class CreateCurationJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    file_id: str = Field(..., min_length=1, max_length=64, description="An uploaded dataset file.")
-    spec: CurationSpec = Field(default_factory=lambda: CurationSpec.model_validate({}), description="Steps and their parameters.")
-
-    @field_validator("spec")
-    @classmethod
-    def _no_server_paths(cls, spec: CurationSpec) -> CurationSpec:
-        for dotted in SERVER_PATH_SETTINGS:
-            section, key = dotted.split(".")
-            if getattr(getattr(spec, section), key):
-                raise ValueError(f"spec.{dotted} names a path on the server and is not accepted over the API")
-        return spec
-
-
 class JobError(BaseModel):
     message: str
     code: str
 
 
-class CurationOutputs(BaseModel):
-    curated_file_id: str
-    rejected_file_id: str
-    report_id: str = Field(..., description="The report's file id; GET /v1/reports/{report_id} renders it.")
-    records_in: int
-    records_out: int
+class JobObject(BaseModel):
+    """Fields every job kind's object has; a kind subclasses it with its `object` name and its own fields."""
 
-
-class CurationJob(BaseModel):
     id: str
-    object: Literal["curation.job"] = "curation.job"
+    object: str
     status: JobStatus
-    file_id: str | None
-    spec: dict[str, Any]
     created_at: int
     started_at: int | None = None
     finished_at: int | None = None
-    progress: dict[str, Any] | None = Field(None, description="Latest progress: step, records_in, kept, seconds.")
+    progress: dict[str, Any] | None = Field(None, description="The latest progress the job reported.")
     error: JobError | None = None
-    outputs: CurationOutputs | None = None
-    result_files: list[str] = Field(default_factory=list)
+    result_files: list[str] = Field(default_factory=list, description="Files the job produced.")
 
 
-class CurationJobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[CurationJob]
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool
+class JobEventObject(BaseModel):
+    """One job event; each kind's event model narrows `object` to `<kind object>.event`."""
 
-
-class JobEvent(BaseModel):
     id: str
-    object: Literal["curation.job.event"] = "curation.job.event"
+    object: str
     created_at: int
     level: Literal["info", "warning", "error"]
-    type: Literal["message", "progress"]
+    type: str = Field(description="`message`, `progress`, or a type of the kind's own (e.g. `metrics`).")
     message: str
     data: dict[str, Any] | None = None
-
-
-class JobEventList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[JobEvent]
-    has_more: bool
 
 
 class Health(BaseModel):

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_EXPANDED_BYTES = 2 * 1024 * 1024 * 1024
+DEFAULT_SMALL_UPLOAD_BYTES = 8 * 1024 * 1024
+DEFAULT_JOB_TIMEOUT_S = 6 * 3600.0
+DEFAULT_AUTH_FAILURES = 20
 
 
 def _env_int(name: str, default: int) -> int:
@@ -31,6 +36,27 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {value!r}") from exc
 
 
+def _env_mapping(name: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    """`a=1,b=2` from the environment as {"a": 1, "b": 2}."""
+    mapping: dict[str, Any] = {}
+    for item in os.environ.get(name, "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            mapping[key.strip()] = convert(value.strip())
+        except ValueError as exc:
+            raise ValueError(f"environment variable {name} must look like 'name=value,name=value', "
+                             f"got {item.strip()!r}") from exc
+    return mapping
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
 def env_api_keys() -> tuple[str, ...]:
     """Keys from ASSAY_API_KEYS (comma-separated); blanks ignored."""
     return tuple(k.strip() for k in os.environ.get("ASSAY_API_KEYS", "").split(",") if k.strip())
@@ -45,10 +71,24 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
+    pool_sizes: dict[str, int] = field(default_factory=dict)
+    """Worker processes per pool other than `default` (whose size is `workers`); unnamed pools get 1."""
+    job_kind_plugins: tuple[str, ...] = ()
+    """Extra job kinds, "module:ATTRIBUTE" naming a JobKind or a list of them."""
+    job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
+    """Wall-clock limit of a running job; past it the job fails with `job_timeout` and its worker is stopped."""
+    job_timeouts: dict[str, float] = field(default_factory=dict)
+    """Per-kind limits that replace `job_timeout_s`, e.g. {"fine_tuning": 86400}."""
     validation_workers: int = 1
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_expanded_bytes: int = DEFAULT_MAX_EXPANDED_BYTES
+    """What a .gz upload may expand to."""
+    small_upload_bytes: int = DEFAULT_SMALL_UPLOAD_BYTES
+    """Uploads up to this size (expanded) are validated in their own lane, never behind a big one."""
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 200
+    auth_failures_per_min: int = DEFAULT_AUTH_FAILURES
+    """Requests with a wrong key allowed per client address and minute; past it the address gets 429."""
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     insecure: bool = False
     progress_interval_s: float = 0.5
@@ -62,11 +102,19 @@ class Settings:
             data_dir=Path(os.environ.get("ASSAY_DATA_DIR", "assay-data")),
             database_url=os.environ.get("ASSAY_DATABASE_URL") or None,
             workers=_env_int("ASSAY_WORKERS", 2),
+            pool_sizes=_env_mapping("ASSAY_POOLS", int),
+            job_kind_plugins=_env_list("ASSAY_JOB_KINDS"),
+            job_timeout_s=_env_float("ASSAY_JOB_TIMEOUT_S", DEFAULT_JOB_TIMEOUT_S),
+            job_timeouts=_env_mapping("ASSAY_JOB_TIMEOUTS", float),
             validation_workers=_env_int("ASSAY_VALIDATION_WORKERS", 1),
             max_upload_bytes=_env_int("ASSAY_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
+            max_expanded_bytes=_env_int("ASSAY_MAX_EXPANDED_BYTES", DEFAULT_MAX_EXPANDED_BYTES),
+            small_upload_bytes=_env_int("ASSAY_SMALL_UPLOAD_BYTES", DEFAULT_SMALL_UPLOAD_BYTES),
             rate_limit_per_s=_env_float("ASSAY_RATE_LIMIT", 50.0),
             rate_limit_burst=_env_int("ASSAY_RATE_BURST", 200),
+            auth_failures_per_min=_env_int("ASSAY_AUTH_FAILURES", DEFAULT_AUTH_FAILURES),
             api_keys=env_api_keys(),
+            cancel_grace_s=_env_float("ASSAY_CANCEL_GRACE_S", 10.0),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
@@ -79,11 +127,26 @@ class Settings:
             raise ValueError("workers must be at least 1")
         if self.validation_workers < 1:
             raise ValueError("validation workers must be at least 1")
-        if self.max_upload_bytes < 1:
-            raise ValueError("the upload size limit must be positive")
+        if self.max_upload_bytes < 1 or self.max_expanded_bytes < 1:
+            raise ValueError("the upload size limits must be positive")
+        if self.small_upload_bytes < 0:
+            raise ValueError("the small-upload size must be >= 0 (0 sends every upload to one lane)")
+        for pool, size in self.pool_sizes.items():
+            if size < 1:
+                raise ValueError(f"pool {pool} needs at least 1 worker, got {size}")
+        if self.job_timeout_s <= 0 or any(limit <= 0 for limit in self.job_timeouts.values()):
+            raise ValueError("job time limits must be positive (seconds)")
+        if self.auth_failures_per_min < 0:
+            raise ValueError("the failed-login limit must be >= 0 (0 turns it off)")
         if self.rate_limit_per_s < 0:
             raise ValueError("the rate limit must be >= 0 (0 turns it off)")
         return replace(self, data_dir=Path(self.data_dir).expanduser().resolve())
+
+    def pool_size(self, pool: str) -> int:
+        return self.workers if pool == "default" else self.pool_sizes.get(pool, 1)
+
+    def timeout_for(self, kind: str) -> float:
+        return self.job_timeouts.get(kind, self.job_timeout_s)
 
     @property
     def db_url(self) -> str:

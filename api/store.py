@@ -77,6 +77,14 @@ events_table = Table(
     Column("data", JSON),
 )
 
+# Secret job parameters (e.g. pii.hash_salt) apart from `jobs.params`, which clients see; deleted when the
+# job ends. A separate table, not a column, so databases made by an older version gain it on start.
+job_secrets_table = Table(
+    "job_secrets", metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("secrets", JSON, nullable=False),
+)
+
 keys_table = Table(
     "api_keys", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
@@ -192,12 +200,16 @@ class Store:
         return [dict(r) for r in rows[:limit]], len(rows) > limit
 
     # -- jobs -------------------------------------------------------------------------------------
-    def insert_job(self, *, kind: str, params: dict[str, Any], input_file_id: str | None) -> dict[str, Any]:
+    def insert_job(self, *, kind: str, params: dict[str, Any], input_file_id: str | None,
+                   secrets: list[tuple[list[str | int], str]] | None = None) -> dict[str, Any]:
         job_id = new_id("job")
         with self._write() as conn:
             conn.execute(insert(jobs_table).values(
                 id=job_id, kind=kind, status="queued", params=params, input_file_id=input_file_id,
                 created_at=time.time(), cancel_requested=False))
+            if secrets:
+                conn.execute(insert(job_secrets_table).values(
+                    job_id=job_id, secrets=[[list(location), value] for location, value in secrets]))
         job = self.get_job(job_id)
         assert job is not None
         return job
@@ -235,6 +247,12 @@ class Store:
                 return self.get_job(candidate)
         return None
 
+    def job_secrets(self, job_id: str) -> list[tuple[list[str | int], str]]:
+        with self._read() as conn:
+            stored = conn.execute(select(job_secrets_table.c.secrets)
+                                  .where(job_secrets_table.c.job_id == job_id)).scalar()
+        return [(list(location), str(value)) for location, value in stored or []]
+
     def heartbeat(self, job_id: str, worker_id: str) -> None:
         with self._write() as conn:
             conn.execute(update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.worker_id == worker_id)
@@ -253,8 +271,10 @@ class Store:
         """Queued jobs are cancelled at once; running ones are asked to stop (status `cancelling`)."""
         now = time.time()
         with self._write() as conn:
-            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status == "queued")
-                         .values(status="cancelled", cancel_requested=True, finished_at=now))
+            cancelled = conn.execute(update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status == "queued")
+                                     .values(status="cancelled", cancel_requested=True, finished_at=now)).rowcount
+            if cancelled:
+                conn.execute(delete(job_secrets_table).where(job_secrets_table.c.job_id == job_id))
             conn.execute(update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status == "running")
                          .values(status="cancelling", cancel_requested=True))
         return self.get_job(job_id)
@@ -269,6 +289,8 @@ class Store:
         with self._write() as conn:
             done = conn.execute(query.values(status=status, result=result, error=error,
                                              finished_at=time.time())).rowcount
+            if done:
+                conn.execute(delete(job_secrets_table).where(job_secrets_table.c.job_id == job_id))
         return done == 1
 
     def running_jobs(self) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import orjson
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The service's own commands on a bare typer app, so the server starts the way `assay serve` starts it.
-LAUNCHER = "import typer; from api.cli_serve import register; app = typer.Typer(); register(app); app()"
+LAUNCHER = "import typer; from assay.api.cli_serve import register; app = typer.Typer(); register(app); app()"
 
 
 def free_port() -> int:
@@ -143,12 +143,14 @@ def upload(client: httpx.Client, path: Path, purpose: str = "curation") -> dict[
 
 
 def wait_for_job(client: httpx.Client, job_id: str, statuses: tuple[str, ...], *, timeout: float = 60.0,
-                 until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
-    """Poll a curation job until its status is one of `statuses` (and `until(job)` holds)."""
+                 until: Callable[[dict[str, Any]], bool] | None = None,
+                 jobs_path: str = "/v1/curation/jobs") -> dict[str, Any]:
+    """Poll a job (a curation job unless `jobs_path` names another kind's routes) until its status is one of
+    `statuses` (and `until(job)` holds)."""
     deadline = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        job = client.get(f"/v1/curation/jobs/{job_id}").json()
+        job = client.get(f"{jobs_path}/{job_id}").json()
         if job.get("status") in statuses and (until is None or until(job)):
             return job
         time.sleep(0.05)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
 import shutil
 import socket
@@ -51,7 +53,7 @@ def run_job(job: dict[str, Any], store: Store, settings: Settings, kinds: dict[s
     job_id = job["id"]
     work_dir = settings.jobs_dir / job_id
     work_dir.mkdir(parents=True, exist_ok=True)
-    ctx = JobContext(job, store, settings, worker_id, work_dir)
+    ctx = JobContext(job, store, settings, worker_id, work_dir, secrets=store.job_secrets(job_id))
     heartbeat = _Heartbeat(store, job_id, worker_id, settings.heartbeat_interval_s)
     heartbeat.start()
     started = time.monotonic()
@@ -85,9 +87,16 @@ def run_job(job: dict[str, Any], store: Store, settings: Settings, kinds: dict[s
 
 
 def worker_main(settings: Settings, kinds: dict[str, str], parent_pid: int, wake: Any, stop: Any,
-                ready: Any) -> None:
-    """Entry point of a spawned worker process."""
-    become_server_child(parent_pid)
+                ready: Any, current: Any) -> None:
+    """Entry point of a spawned worker process; `kinds` maps the kinds of its pool to their functions."""
+    # Its own process group, so the server can stop the worker together with any process a job started
+    # (e.g. the PII step's pool) when the job times out or ignores a cancel.
+    with contextlib.suppress(OSError):  # without a group of its own, only the worker itself is stopped
+        os.setpgid(0, 0)
+    become_server_child(parent_pid, whole_group=True)
+    # The server starts workers as daemons (it stops them at exit), but a job may start a process pool of its
+    # own (pii.workers), which multiprocessing refuses in a daemon; the flag only matters to the parent.
+    multiprocessing.current_process().daemon = False
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     store = Store(settings.db_url)
     store.ping()
@@ -102,5 +111,9 @@ def worker_main(settings: Settings, kinds: dict[str, str], parent_pid: int, wake
         if job is None:
             wake.acquire(timeout=0.5)
             continue
-        run_job(job, store, settings, kinds, worker_id)
+        current.value = job["id"].encode()
+        try:
+            run_job(job, store, settings, kinds, worker_id)
+        finally:
+            current.value = b""
     store.dispose()

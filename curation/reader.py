@@ -20,6 +20,42 @@ class InputFileError(Exception):
     code = "invalid_file"  # the error code the service reports
 
 
+class ExpandedSizeError(InputFileError):
+    """A compressed file expands past the allowed size: a decompression bomb, or simply too big."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        super().__init__(f"{path}: expands to more than {limit} bytes when decompressed "
+                         "(validate.max_expanded_bytes); split it into smaller files")
+        self.limit = limit
+
+
+class _BoundedGzipFile(gzip.GzipFile):
+    """A gzip stream that raises ExpandedSizeError once more than `limit` bytes came out of it, so a small
+    file cannot make a reader decompress without end; no read returns more than the limit plus one byte."""
+
+    def __init__(self, fileobj: IO[bytes], path: Path, limit: int) -> None:
+        super().__init__(fileobj=fileobj)
+        self._path, self._limit = path, limit
+
+    def _allowed(self, size: int | None) -> int:
+        room = self._limit - self.tell() + 1
+        return room if size is None or size < 0 else min(size, room)
+
+    def _checked(self, data: bytes) -> bytes:
+        if self.tell() > self._limit:
+            raise ExpandedSizeError(self._path, self._limit)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._checked(super().read(self._allowed(size)))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._checked(super().read1(self._allowed(size)))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._checked(super().readline(self._allowed(size)))
+
+
 @dataclass(slots=True)
 class RawLine:
     """One input record as read, kept for rejects.
@@ -39,8 +75,11 @@ def is_json_array_file(path: Path) -> bool:
     return path.suffix.lower() == ".json" or path.name.lower().endswith(".json.gz")
 
 
-def open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
-    """(stream of the file's bytes, the file on disk); the second's tell() measures progress."""
+def open_binary(path: Path, max_expanded_bytes: int | None = None) -> tuple[IO[bytes], IO[bytes]]:
+    """(stream of the file's bytes, the file on disk); the second's tell() measures progress.
+
+    A .gz stream raises ExpandedSizeError past `max_expanded_bytes` of decompressed data (None: no limit).
+    """
     if not path.exists():
         raise InputFileError(f"{path}: no such file")
     if path.is_dir():
@@ -50,6 +89,8 @@ def open_binary(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     except OSError as exc:
         raise InputFileError(f"{path}: cannot open ({exc.strerror})") from exc
     if path.suffix.lower() == ".gz":
+        if max_expanded_bytes is not None:
+            return _BoundedGzipFile(raw, path, max_expanded_bytes), raw  # type: ignore[return-value]
         return gzip.GzipFile(fileobj=raw), raw  # type: ignore[return-value]
     return raw, raw
 

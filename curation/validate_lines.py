@@ -60,7 +60,7 @@ class LineReader:
 
     def records(self) -> Iterator[Parsed]:
         """Every non-blank input record, parsed."""
-        stream, disk = open_binary(self.path)
+        stream, disk = open_binary(self.path, self.config.max_expanded_bytes)
         self._stream, self._disk = stream, disk
         if is_json_array_file(self.path):
             return self._array_items(stream, disk)

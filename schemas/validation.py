@@ -18,6 +18,10 @@ class ValidateConfig(BaseModel):
         description="Records nested deeper than this many levels (the record itself is level 1) are rejected "
                     "as too_deep, in bounded memory; at most 1000, below Python's recursion limit, so no "
                     "later step can overflow it.")
+    max_expanded_bytes: int | None = Field(
+        None, gt=0, description="A compressed (.gz) file that expands to more than this many bytes is refused as "
+                                "a whole, after reading only that much (decompression bombs); None: no limit. "
+                                "The server applies its own limit to uploads (ASSAY_MAX_EXPANDED_BYTES).")
     detect_records: int = Field(100, gt=0, description="How many leading records format detection looks at.")
     require_assistant: bool = Field(True, description="Reject chat records without an assistant turn.")
     reject_duplicate_ids: bool = Field(True, description="Reject a record whose `id` was already seen.")

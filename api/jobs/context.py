@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.api.artifacts import publish
+from assay.api.secret_params import restore_secrets
 from assay.api.settings import Settings
 from assay.api.store import Store, new_id
 
@@ -32,6 +33,7 @@ class JobContext:
     settings: Settings
     worker_id: str
     work_dir: Path
+    secrets: list[tuple[list[str | int], str]] = field(default_factory=list, repr=False)
     _last_progress: float = field(default=float("-inf"), init=False)
     _last_cancel_check: float = field(default=float("-inf"), init=False)
 
@@ -41,7 +43,8 @@ class JobContext:
 
     @property
     def params(self) -> dict[str, Any]:
-        return dict(self.job["params"])
+        """The job's parameters with their secret values (masked in what clients see) put back."""
+        return restore_secrets(self.job["params"], self.secrets)
 
     def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
         """A user-facing event; must not quote dataset content (events are shown and may be logged)."""

@@ -3,10 +3,67 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from assay.api.errors import APIError
 from assay.api.jobs.context import JobContext, JobFailed
+from assay.api.jobs.kind import JobKind, JobRequest, JobServices
+from assay.api.models import UPLOAD_PURPOSES, JobObject
+from assay.api.remote_specs import check_remote_spec
+from assay.api.secret_params import split_secrets
 from assay.api.store import new_id
+from assay.schemas.curation import CurationSpec
+
+DATASET_PURPOSES = frozenset(UPLOAD_PURPOSES)
+
+
+class CreateCurationJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: str = Field(..., min_length=1, max_length=64, description="An uploaded dataset file.")
+    spec: CurationSpec = Field(default_factory=lambda: CurationSpec.model_validate({}),
+                               description="Steps and their parameters.")
+
+
+class CurationOutputs(BaseModel):
+    curated_file_id: str
+    rejected_file_id: str
+    report_id: str = Field(..., description="The report's file id; GET /v1/reports/{report_id} renders it.")
+    records_in: int
+    records_out: int
+
+
+class CurationJob(JobObject):
+    object: Literal["curation.job"] = "curation.job"
+    file_id: str | None
+    spec: dict[str, Any] = Field(description="The spec as submitted, defaults filled in, secrets masked.")
+    outputs: CurationOutputs | None = None
+
+
+def prepare_curation_job(body: CreateCurationJob, services: JobServices) -> JobRequest:
+    """Check the input file and the spec; the spec's secrets (pii.hash_salt) are kept apart from its display."""
+    source = services.store.get_file(body.file_id)
+    if source is None:
+        raise APIError(400, f"No such file: '{body.file_id}'.", param="file_id", code="file_not_found")
+    if source["purpose"] not in DATASET_PURPOSES:
+        raise APIError(400, f"File {body.file_id} is a '{source['purpose']}' file, not a dataset.",
+                       param="file_id", code="not_a_dataset")
+    check_remote_spec(body.spec, "spec")
+    spec, secrets = split_secrets(body.spec, ["spec"])
+    return JobRequest(params={"file_id": body.file_id, "spec": spec}, input_file_id=body.file_id, secrets=secrets)
+
+
+def render_curation_job(row: dict[str, Any]) -> dict[str, Any]:
+    result = row.get("result") or {}
+    return {"file_id": row.get("input_file_id"), "spec": row["params"].get("spec", {}),
+            "outputs": result.get("outputs")}
+
+
+CURATION_JOBS = JobKind(
+    name="curation", run="assay.api.jobs.curation:run_curation_job", create_model=CreateCurationJob,
+    job_model=CurationJob, prepare=prepare_curation_job, render=render_curation_job, title="curation job")
 
 
 def _stem(filename: str) -> str:
@@ -21,7 +78,6 @@ def run_curation_job(ctx: JobContext) -> dict[str, Any]:
     from assay.curation.reader import InputFileError
     from assay.curation.report import write_reports
     from assay.curation.steps import StepConfigError
-    from assay.schemas.curation import CurationSpec
 
     params = ctx.params
     spec = CurationSpec.model_validate(params["spec"])

@@ -23,6 +23,7 @@ from assay.api.uploads import GZIP_MAGIC, receive_upload
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid request"},
     401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
+    403: {"model": ErrorResponse, "description": "Without API keys: a foreign Host header or a cross-site request"},
     429: {"model": ErrorResponse, "description": "Rate limit reached"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No such object"}}
@@ -57,7 +58,8 @@ def _first_bytes(path: Path, n: int) -> bytes:
 
 
 @router.post("/files", response_model=FileObject, openapi_extra=UPLOAD_BODY,
-             responses={413: {"model": ErrorResponse, "description": "File too large"},
+             responses={413: {"model": ErrorResponse, "description": "File too large, or expands to more than "
+                                                                  "the server allows when decompressed"},
                         415: {"model": ErrorResponse, "description": "Unsupported media type"}})
 async def create_file(request: Request, store: Store = Depends(get_store),
                       settings: Settings = Depends(get_settings)) -> FileObject:
@@ -82,7 +84,7 @@ async def create_file(request: Request, store: Store = Depends(get_store),
         checker: UploadChecker = request.app.state.upload_checker
         checked = await checker.check(str(checked_path), upload.filename)
         if "error" in checked:
-            raise APIError(400, checked["error"], param="file", code="invalid_file")
+            raise APIError(checked["status"], checked["error"], param="file", code=checked["code"])
         summary = checked["summary"]
         storage_name = checked_path.name
         await run_in_threadpool(publish, checked_path, settings.files_dir / storage_name)

@@ -29,7 +29,7 @@ def readyz(store: Store = Depends(get_store), runner: Runner = Depends(get_runne
     except Exception as exc:
         database = False
         detail = f"database unavailable ({type(exc).__name__})"
-    alive, expected = runner.workers_ready(), runner.settings.workers
+    alive, expected = runner.workers_ready(), runner.workers_expected
     if database and alive < expected:
         detail = f"{alive} of {expected} workers ready"
     ready = database and alive == expected
