@@ -40,10 +40,33 @@ def check_upload(path: str, display_name: str, max_expanded_bytes: int, spill_ov
                          "server's limit for compressed uploads (ASSAY_MAX_EXPANDED_BYTES); upload it in parts."}
     except InputFileError as exc:
         return {"status": 400, "code": "invalid_file", "error": str(exc).replace(path, display_name)}
+    _redact_errors(summary.first_errors)
     data = summary.model_dump(mode="json")
     data["path"] = display_name
     data["format_note"] = str(data.get("format_note", "")).replace(path, display_name)
     return {"summary": data}
+
+
+_PATTERN_ENGINE: Any = None
+
+
+def _redact_errors(errors: list[Any]) -> None:
+    """Error messages quote what they reject (a role, an id, a key): identifiers in them are redacted
+    before the summary is stored or shown. Patterns only (e-mails, phones, cards, ...): a spaCy model
+    per upload worker would cost seconds and the messages hold values, not prose."""
+    global _PATTERN_ENGINE
+    if not errors:
+        return
+    from assay.curation.pii import scrub_value
+    from assay.curation.pii_engine import PiiEngine
+    from assay.schemas.pii import PiiConfig
+
+    if _PATTERN_ENGINE is None:
+        _PATTERN_ENGINE = PiiEngine(PiiConfig(nlp_engine="patterns", profile="strict"))
+    for error in errors:
+        error.message = str(scrub_value(_PATTERN_ENGINE, error.message)[0])
+        if error.field:
+            error.field = str(scrub_value(_PATTERN_ENGINE, error.field)[0])
 
 
 def expected_size(path: Path) -> int:

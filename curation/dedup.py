@@ -49,8 +49,11 @@ class DedupStep(Step[DedupConfig]):
         corpora = (CorpusDuplicates.load(self.sketcher, self.report.bands, self.report.rows, self.ctx.work_dir,
                                          self.ctx.batch_size) if config.against else None)
         duplicates = RunDuplicates(config, self.ctx)
-        records_in = corpus_duplicates = 0
+        records_in = corpus_duplicates = streamed = 0
         sketch_seconds = 0.0
+        # Only duplicates within the run (and the index of them) need the whole dataset; contamination
+        # and corpus matches are decided per batch, so without them records flow straight through.
+        streaming = not (config.exact or config.near) and config.save_index is None
 
         def sketch(records: Batch) -> tuple[list[str], Sketch]:
             texts = [dedup_text(r, config) for r in records]
@@ -79,11 +82,17 @@ class DedupStep(Step[DedupConfig]):
                     rows = np.flatnonzero(~rejected)
                     batch, texts = [batch[i] for i in rows], [texts[i] for i in rows]
                     exact, signatures, sets = exact[rows], signatures[rows], sets.take(rows)
-                duplicates.add(batch, texts, exact, signatures, sets)
+                if not streaming:
+                    duplicates.add(batch, texts, exact, signatures, sets)
+                elif batch:
+                    streamed += len(batch)
+                    yield batch
         self.report.seconds_signatures = round(sketch_seconds, 3)
 
         duplicates.decide()
         self._summarise(duplicates, contamination, corpora, records_in, corpus_duplicates)
+        if streaming:
+            self.report.kept = streamed
         shown = {example.cluster_id: example for example in self.report.largest_clusters}
         yield from duplicates.emit(self.drop, self.ctx.batch_size, shown)
         if config.save_index is not None:

@@ -38,3 +38,16 @@ def test_a_dataset_that_curates_to_nothing_fails_the_job_unless_the_spec_allows_
         "file_id": file_id, "spec": {"steps": ["validate"], "fail_on_empty": False}}).json()
     done = wait_for_job(client, allowed["id"], ("succeeded", "failed"))
     assert done["status"] == "succeeded" and done["outputs"]["records_out"] == 0, done
+
+
+def test_upload_errors_never_quote_an_email_from_the_data(client: httpx.Client, tmp_path: Path) -> None:
+    leaky = tmp_path / "leaky.jsonl"
+    bad_role = {"messages": [{"role": "alice.role@example.com", "content": "hi"},
+                             {"role": "assistant", "content": "hello"}]}
+    leaky.write_text(json.dumps(CHAT) + "\n" + json.dumps(bad_role) + "\n")
+    response = client.post("/v1/files", files={"file": ("leaky.jsonl", leaky.read_bytes())},
+                           data={"purpose": "curation"})
+    assert response.status_code == 200, response.text
+    shown = client.get(f"/v1/files/{response.json()['id']}").text + response.text
+    assert "alice.role@example.com" not in shown
+    assert "role" in json.dumps(response.json())  # the error itself is still reported

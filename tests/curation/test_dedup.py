@@ -419,3 +419,27 @@ def test_saving_the_index_never_replaces_a_folder_that_is_not_an_index(tmp_path)
     with pytest.raises(StepConfigError, match="not a saved dedup index"):
         curate(tmp_path, [chat("a", "one question here", "an answer")], save_index=str(victim))
     assert (victim / "keep.txt").read_text() == "important"
+
+
+def test_decontamination_alone_passes_records_on_before_the_input_ends(tmp_path):
+    rng = random.Random(14)
+    question = random_text(rng, 30)
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": question, "answer": "42"}) + "\n")
+    step = DedupStep(DedupConfig(exact=False, near=False, decontaminate=[str(bench)])).bind(StepContext(tmp_path))
+    batches = [[chat("leak", question, "42"), chat(f"a{i}", "q", random_text(rng, 40))] for i in range(3)]
+    consumed = 0
+
+    def source():
+        nonlocal consumed
+        for batch in batches:
+            consumed += 1
+            yield batch
+
+    outputs = step.run(source())
+    first = next(outputs)
+    assert consumed == 1 and [r["id"] for r in first] == ["a0"]  # no whole-dataset pass
+    rest = [r["id"] for batch in outputs for r in batch]
+    assert rest == ["a1", "a2"]
+    section = step.report_section()
+    assert (section.records_in, section.kept, section.contaminated) == (6, 3, 3)
