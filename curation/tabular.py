@@ -227,7 +227,10 @@ class TableReader:
                     if self.on_progress is not None:
                         self.on_progress(self._done_bytes)
             except pl.exceptions.PolarsError as exc:
-                raise InputFileError(f"{file}: read error after row {record - start}: {_polars_error(exc)}") from exc
+                reason = _polars_error(exc)
+                if "utf-8" in reason.lower() and self._kind(file) != "parquet":
+                    reason += " (CSV and TSV files must be UTF-8 text)"
+                raise InputFileError(f"{file}: read error after row {record - start}: {reason}") from exc
             self._done_bytes += file.stat().st_size
         self.lines_read = record
 
