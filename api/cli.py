@@ -29,9 +29,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def validate(
-    file: Annotated[Path, typer.Argument(help="A .jsonl, .jsonl.gz or .json (array) dataset file.")],
+    file: Annotated[Path, typer.Argument(help="A dataset: .jsonl, .jsonl.gz, .json (array), .parquet, .csv, .tsv, "
+                                              "a folder of shards or a Hugging Face dataset folder.")],
     format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "auto",
-    rejects: Annotated[Path | None, typer.Option(help="Write rejected lines, raw, with reasons (JSONL).")] = None,
+    rejects: Annotated[Path | None, typer.Option(
+        help="Write rejected records, raw, with reasons: JSONL, or Parquet when the name ends in .parquet.")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="The split of a Hugging Face dataset folder to read (default: train, or its only split).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
     max_line_bytes: Annotated[int, typer.Option(help="Reject lines longer than this many bytes.")] = 1 << 20,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -47,7 +51,8 @@ def validate(
         _fail(f"--format must be one of {', '.join(FORMATS)}, got '{format}'")
     if max_line_bytes <= 0:
         _fail("--max-line-bytes must be positive")
-    config = ValidateConfig(format=None if format == "auto" else RecordFormat(format), max_line_bytes=max_line_bytes)
+    config = ValidateConfig(format=None if format == "auto" else RecordFormat(format), max_line_bytes=max_line_bytes,
+                            split=split)
     from assay.curation.publish import OutputError, refuse_overwriting_inputs
 
     sink = None
@@ -96,6 +101,7 @@ class _RejectsFile:
             raise OSError(21, "is a folder; give a file name")
         self.path = path
         self.direct = path.exists() and not path.is_file()  # /dev/stdout, a named pipe
+        self.parquet = path.suffix.lower() == ".parquet" and not self.direct
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.direct:
             self.temp = path
@@ -110,6 +116,17 @@ class _RejectsFile:
 
     def commit(self) -> None:
         self.handle.close()
+        if self.parquet:  # written as JSONL, converted once complete
+            from assay.curation.table_output import jsonl_to_parquet
+
+            converted = self.temp.with_name(self.temp.name + ".parquet")
+            try:
+                jsonl_to_parquet(self.temp, converted, "rejects")
+                self.temp.unlink()
+            except BaseException:
+                converted.unlink(missing_ok=True)
+                raise
+            self.temp = converted
         if not self.direct:
             import os
 
@@ -174,9 +191,12 @@ def _print_summary(summary: Any, rejects: Path | None) -> None:
             table.add_row(code, str(count))
         console.print(table)
         for err in summary.first_errors[:10]:
-            where = f"line {err.line}" if err.line is not None else f"record {err.record}"
+            if err.file is not None:
+                where = f"{err.file} row {err.row}"
+            else:
+                where = f"line {err.line}" if err.line is not None else f"record {err.record}"
             where += f", column {err.column}" if err.column else ""
-            where += f", field {err.field}" if err.field else ""
+            where += f", {'column' if err.file is not None else 'field'} {err.field}" if err.field else ""
             console.print(f"  {where}: [red]{err.code.value}[/red]: {escape(err.message)}", highlight=False)
         if rejects is not None:
             console.print(f"rejected lines written to {rejects}")
@@ -194,7 +214,8 @@ def _step_flags(command: Callable[..., None]) -> Callable[..., None]:
 
     signature = inspect.signature(command, eval_str=True)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    taken = {"--out", "-o", "--config", "-c", "--steps", "--tokenizer", "--set", "--quiet", "-q", "--help"}
+    taken = {"--out", "-o", "--config", "-c", "--steps", "--tokenizer", "--set", "--quiet", "-q", "--help",
+             "--output-format", "--fail-on-empty"}
     added = []
     for step in registry.STEPS:
         for flag in step.flags:
@@ -239,7 +260,8 @@ def _flag_type(annotation: Any, where: str) -> tuple[Any, list[str]]:
 @app.command()
 @_step_flags
 def curate(
-    input: Annotated[Path, typer.Argument(help="The dataset to curate (.jsonl, .jsonl.gz, .json).")],
+    input: Annotated[Path, typer.Argument(help="The dataset to curate: .jsonl, .jsonl.gz, .json, .parquet, .csv, "
+                                               ".tsv, a folder of shards or a Hugging Face dataset folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A curation spec (YAML).")] = None,
     steps: Annotated[str | None, typer.Option(help="Comma-separated steps, e.g. validate,pii,dedup,balance.")] = None,
@@ -250,10 +272,13 @@ def curate(
     fail_on_empty: Annotated[bool, typer.Option(
         "--fail-on-empty", help="Exit 2 (no_valid_records) and publish nothing when no record is left; "
                                 "without it an empty result is published with a warning.")] = False,
+    output_format: Annotated[str | None, typer.Option(
+        "--output-format", help="jsonl (curated.jsonl, rejected.jsonl) or parquet (curated.parquet, "
+                                "rejected.parquet; zstd). Default: the spec's output_format, jsonl.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     **step_flags: Any,
 ) -> None:
-    """Run the curation pipeline on INPUT and write curated.jsonl, rejected.jsonl and the quality report.
+    """Run the curation pipeline on INPUT and write the curated set, the rejects and the quality report.
 
     Each step's own options (e.g. --dedup-threshold, --max-share) set a field of its spec section.
     """
@@ -272,6 +297,8 @@ def curate(
             spec_data["steps"] = [s.strip() for s in steps.split(",") if s.strip()]
         if fail_on_empty:
             spec_data["fail_on_empty"] = True
+        if output_format is not None:
+            spec_data["output_format"] = output_format
         given = {name: value for name, value in {**step_flags, "report__tokenizer": tokenizer}.items()
                  if value is not None and value != []}
         for name, value in given.items():
@@ -320,7 +347,8 @@ def curate(
     if not quiet:
         typer.echo(render_markdown(report))
 
-    typer.echo(f"curated {report.records_out} of {report.records_in} records -> {out / 'curated.jsonl'}")
+    typer.echo(f"curated {report.records_out} of {report.records_in} records -> "
+               f"{out / ('curated.' + spec.output_format)}")
     typer.echo(f"report: {(out / 'report.html').resolve()}")
 
 

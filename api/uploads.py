@@ -16,12 +16,12 @@ from assay.api.errors import APIError
 # Client file names only choose among these suffixes; the name itself never reaches the file system.
 SUFFIXES: tuple[tuple[str, str], ...] = (
     (".jsonl.gz", ".jsonl.gz"), (".ndjson.gz", ".jsonl.gz"), (".json.gz", ".json.gz"),
-    (".jsonl", ".jsonl"), (".ndjson", ".jsonl"), (".json", ".json"),
+    (".jsonl", ".jsonl"), (".ndjson", ".jsonl"), (".json", ".json"), (".parquet", ".parquet"),
 )
 ALLOWED_CONTENT_TYPES = frozenset({
     "", "application/octet-stream", "application/json", "application/jsonl", "application/x-jsonl",
     "application/x-ndjson", "application/ndjson", "text/plain", "text/jsonl", "text/x-jsonl",
-    "application/gzip", "application/x-gzip",
+    "application/gzip", "application/x-gzip", "application/vnd.apache.parquet", "application/x-parquet",
 })
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_FIELD_BYTES = 4096
@@ -102,8 +102,8 @@ class _Receiver:
         shown = display_name(raw_name)
         suffix = storage_suffix(shown)
         if suffix is None:
-            raise APIError(400, f"Unsupported file name '{shown}': upload a .jsonl, .json, .jsonl.gz or .json.gz "
-                                "dataset.", param="file", code="unsupported_file_type")
+            raise APIError(400, f"Unsupported file name '{shown}': upload a .jsonl, .json, .jsonl.gz, .json.gz "
+                                "or .parquet dataset.", param="file", code="unsupported_file_type")
         content_type = self.headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         if content_type not in ALLOWED_CONTENT_TYPES:
             raise APIError(415, f"Unsupported content type '{content_type[:60]}' for a dataset file.",

@@ -18,7 +18,13 @@ from typing import Any, TypeVar
 import orjson
 
 from assay.curation.lengths import LengthProfile
-from assay.curation.publish import OUTPUT_FILES, OutputFolder, output_paths, refuse_overwriting_inputs
+from assay.curation.publish import (
+    OutputError,
+    OutputFolder,
+    output_files,
+    output_paths,
+    refuse_overwriting_inputs,
+)
 from assay.curation.reader import InputFileError, check_readable
 from assay.curation.steps import Batch, Step, StepContext, load_step_class, record_text
 from assay.curation.validate import Validator
@@ -130,8 +136,11 @@ class Pipeline:
     def run(self) -> QualityReport:
         started = time.perf_counter()
         # Everything that can be refused is refused before the output folder is created or touched.
-        check_readable(self.input_path)
+        check_readable(self.input_path, self.spec.validate_.split)
         refuse_overwriting_inputs(self._inputs(), output_paths(self.out_dir))
+        if self.input_path.is_dir() and self.out_dir.resolve().is_relative_to(self.input_path.resolve()):
+            raise OutputError(f"--out {self.out_dir} is inside the input folder {self.input_path}; its outputs "
+                              "would be read as shards by the next run. Choose a folder outside it.")
         with self.output as work:
             report = self._run(work, started)
             empty = empty_result(report)
@@ -141,7 +150,12 @@ class Pipeline:
                     raise NoValidRecords(f"{self.input_path}: no valid records: {empty}; nothing was published")
                 log.warning("%s: the curated dataset is empty: %s (fail_on_empty, or --fail-on-empty, makes "
                             "this an error)", self.input_path, empty)
-            self.output.publish(OUTPUT_FILES, work / "extra")
+            if self.spec.output_format == "parquet":
+                from assay.curation.table_output import jsonl_to_parquet
+
+                jsonl_to_parquet(work / "curated.jsonl", work / "curated.parquet", "curated")
+                jsonl_to_parquet(work / "rejected.jsonl", work / "rejected.parquet", "rejects")
+            self.output.publish(output_files(self.spec.output_format), work / "extra")
             return report
 
     def _inputs(self) -> list[str | Path | None]:
@@ -283,7 +297,8 @@ def empty_result(report: QualityReport) -> str | None:
 def run_pipeline(spec: CurationSpec, input_path: str | Path, out_dir: str | Path,
                  progress: ProgressCallback | None = None, steps: Sequence[str | Step[Any]] | None = None,
                  fail_on_empty_default: bool = False) -> QualityReport:
-    """Curate `input_path` into `out_dir` (curated.jsonl, rejected.jsonl, report.{json,html,md}).
+    """Curate `input_path` into `out_dir` (curated.jsonl and rejected.jsonl, or their .parquet twins with
+    `spec.output_format`, and report.{json,html,md}).
 
     `fail_on_empty_default` applies when the spec leaves `fail_on_empty` unset: a run that keeps no
     record then raises `NoValidRecords` instead of publishing an empty dataset with a warning.

@@ -34,6 +34,8 @@ import orjson
 from assay.schemas import registry
 
 OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "report.json", "report.html", "report.md")
+DATA_FILES = {"jsonl": ("curated.jsonl", "rejected.jsonl"), "parquet": ("curated.parquet", "rejected.parquet")}
+"""The curated set and the rejects by output format; a run publishes one pair and removes the other."""
 MANIFEST = "manifest.json"
 WORK_PREFIX = ".assay-run-"
 _HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -61,8 +63,18 @@ def step_output_files() -> set[str]:
     return {name for step in registry.STEPS for name in step.outputs}
 
 
+def output_files(output_format: str = "jsonl") -> tuple[str, ...]:
+    """The files every run publishes, for its output format."""
+    return (*DATA_FILES[output_format], *OUTPUT_FILES[2:])
+
+
+def _data_files() -> set[str]:
+    return {name for pair in DATA_FILES.values() for name in pair}
+
+
 def output_paths(out_dir: Path) -> list[Path]:
-    return [out_dir / name for name in (*OUTPUT_FILES, *sorted(step_output_files()), MANIFEST)]
+    names = dict.fromkeys((*OUTPUT_FILES, *sorted(_data_files()), *sorted(step_output_files()), MANIFEST))
+    return [out_dir / name for name in names]
 
 
 def refuse_overwriting_inputs(inputs: Iterable[str | Path | None], outputs: Iterable[Path]) -> None:
@@ -231,7 +243,7 @@ class OutputFolder:
             _fsync(out)
             for src, dest in moves:
                 os.replace(src, dest)
-            for name in step_output_files() - produced:
+            for name in (step_output_files() | _data_files()) - produced:
                 (out / name).unlink(missing_ok=True)
             _fsync(out)
             staged = self.work / MANIFEST

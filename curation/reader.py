@@ -1,4 +1,5 @@
-"""Streaming reader: raw records out of .jsonl, .jsonl.gz and .json (one array) files, in bounded memory."""
+"""Streaming reader: raw records out of .jsonl, .jsonl.gz and .json (one array) files, in bounded memory
+(tables -- Parquet, CSV, TSV, folders of shards -- are read by `tabular`)."""
 
 from __future__ import annotations
 
@@ -95,8 +96,13 @@ def open_binary(path: Path, max_expanded_bytes: int | None = None) -> tuple[IO[b
     return raw, raw
 
 
-def check_readable(path: Path) -> None:
-    """Raise InputFileError when `path` cannot be opened as a dataset file at all."""
+def check_readable(path: Path, split: str | None = None) -> None:
+    """Raise InputFileError when `path` cannot be opened as a dataset file (or folder of shards) at all."""
+    if path.is_dir():
+        from assay.curation.tabular import dataset_files
+
+        dataset_files(path, split)
+        return
     stream, disk = open_binary(path)
     stream.close()
     disk.close()

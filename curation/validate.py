@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.curation.reader import TOO_DEEP, InputFileError, RawLine
+from assay.curation.tabular import TableReader, is_tabular
 from assay.curation.validate_checks import (
     RecordIds,
     check_chat,
@@ -57,7 +58,8 @@ class Validator:
         self.summary = ValidationSummary(path=str(self.path), format=fmt, format_detected=fmt is None)
         self._tally = Tally(self.summary)
         self._ids = RecordIds(self.path.name.split(".")[0] or "record", self.config.reject_duplicate_ids)
-        self._reader = LineReader(self.path, self.config, self._tally.warnings, self.block_bytes, self.on_progress)
+        reader = TableReader if is_tabular(self.path) else LineReader
+        self._reader = reader(self.path, self.config, self._tally.warnings, self.block_bytes, self.on_progress)
 
     def batches(self, batch_size: int = 1024) -> Iterator[tuple[list[dict[str, Any]], list[Rejected]]]:
         tally, summary, config = self._tally, self.summary, self.config
@@ -106,6 +108,8 @@ class Validator:
         # A too-deep item of a .json array was never built: there is no raw text to keep.
         raw_line = RawLine(line, record, raw, too_long=obj is TOO_LONG or (obj is TOO_DEEP and line is None),
                            parsed=line is None and obj is not TOO_DEEP)
+        if isinstance(self._reader, TableReader):
+            error.file, error.row = self._reader.locate(record)
         return self._tally.reject(error, raw_line, self._ids.id_of_rejected(obj, line, record))
 
     def _flush(self, valid: list[dict[str, Any]],

@@ -44,6 +44,9 @@ class _SpecHead(BaseModel):
                           "false publishes the empty dataset with a warning. Unset: the caller decides -- the "
                           "command line warns (`--fail-on-empty` to fail), the service fails.")
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    output_format: Literal["jsonl", "parquet"] = Field(
+        "jsonl", description="Format of the curated set and the rejects: JSON Lines (curated.jsonl, rejected.jsonl) "
+                             "or Parquet with zstd (curated.parquet, rejected.parquet; schema in docs/formats.md).")
 
 
 def _step_sections() -> dict[str, Any]:

@@ -25,7 +25,10 @@ class ErrorCode(str, Enum):
 
 class RecordError(BaseModel):
     """Why one input record was rejected. `line` is the 1-based line (JSONL) and `record` the 1-based
-    record ordinal (the same for JSONL; the array index for .json files, where `line` is None)."""
+    record ordinal (the same for JSONL; the array index for .json files, where `line` is None).
+
+    For tables (Parquet, CSV, TSV, folders of shards) `line` is None, `file` names the file (relative to
+    the input folder) and `row` the 1-based row in that file; the first part of `field` is the column."""
 
     code: ErrorCode
     message: str
@@ -33,3 +36,5 @@ class RecordError(BaseModel):
     record: int | None = None
     column: int | None = None
     field: str | None = None
+    file: str | None = None
+    row: int | None = None

@@ -25,6 +25,9 @@ class ValidateConfig(BaseModel):
     detect_records: int = Field(100, gt=0, description="How many leading records format detection looks at.")
     require_assistant: bool = Field(True, description="Reject chat records without an assistant turn.")
     reject_duplicate_ids: bool = Field(True, description="Reject a record whose `id` was already seen.")
+    split: str | None = Field(
+        None, description="For a Hugging Face dataset folder (`data/<split>-*.parquet`): the split to read; "
+                          "unset reads `train`, or the only split there is.")
 
 
 class ValidationSummary(BaseModel):

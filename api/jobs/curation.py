@@ -67,7 +67,7 @@ CURATION_JOBS = JobKind(
 
 
 def _stem(filename: str) -> str:
-    for suffix in (".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl", ".ndjson", ".json"):
+    for suffix in (".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl", ".ndjson", ".json", ".parquet"):
         if filename.lower().endswith(suffix):
             return filename[: -len(suffix)] or "dataset"
     return filename or "dataset"
@@ -80,7 +80,8 @@ def run_curation_job(ctx: JobContext) -> dict[str, Any]:
     from assay.curation.steps import StepConfigError
 
     params = ctx.params
-    spec = CurationSpec.model_validate(params["spec"])
+    # The service publishes the curated set as a JSONL fine-tune file, whatever the spec's output format.
+    spec = CurationSpec.model_validate({**params["spec"], "output_format": "jsonl"})
     source = ctx.store.get_file(params["file_id"])
     if source is None:
         raise JobFailed(f"input file {params['file_id']} was deleted before the job ran", "file_not_found")

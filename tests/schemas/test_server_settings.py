@@ -12,7 +12,8 @@ from assay.schemas.server import ServerResource, marked_settings, marked_values
 PATHS = {"dedup.against", "dedup.save_index", "dedup.decontaminate"}
 MODELS = {"pii.model", "pii.transformers_tokenizer_model", "balance.model", "report.tokenizer"}
 # Strings whose description mentions paths or models without naming anything on the server.
-NOT_SERVER_RESOURCES = {"pii.extra_fields"}  # dotted paths inside a record
+# validate.split names a split of a dataset folder, looked up among the folder's shard names, never joined to a path.
+NOT_SERVER_RESOURCES = {"pii.extra_fields", "validate.split"}  # dotted paths inside a record; a split name
 WORDS = ("path", "folder", "model id", "hub id", "package", "file")
 
 
