@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -329,6 +330,7 @@ def curate(
     from assay.curation.steps import StepConfigError
 
     _log_to_stderr()
+    run_before = _published_run(out)
     try:
         refuse_overwriting_inputs([config], output_paths(out))
         # SIGTERM and SIGHUP become an exception, so the run's work folder is removed on the way out.
@@ -339,8 +341,12 @@ def curate(
         return
     except (Terminated, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Terminated) else 2
-        _fail(f"{exc or 'interrupted by SIGINT'}: the run stopped and nothing new was published to {out}",
-              128 + signum)
+        # A signal held during the publish arrives once it is complete: say so rather than "nothing".
+        run_after = _published_run(out)
+        outcome = ("the run was complete and its outputs were published to"
+                   if run_after is not None and run_after != run_before
+                   else "the run stopped and nothing new was published to")
+        _fail(f"{exc or 'interrupted by SIGINT'}: {outcome} {out}", 128 + signum)
         return
     from assay.curation.report import render_markdown
 
@@ -350,6 +356,17 @@ def curate(
     typer.echo(f"curated {report.records_out} of {report.records_in} records -> "
                f"{out / ('curated.' + spec.output_format)}")
     typer.echo(f"report: {(out / 'report.html').resolve()}")
+
+
+def _published_run(out: Path) -> str | None:
+    """The run id of the complete run published in `out`, if there is one."""
+    from assay.curation.publish import MANIFEST, OutputError, published_outputs
+
+    try:
+        published_outputs(out)
+        return str(json.loads((out / MANIFEST).read_text())["run"])
+    except (OutputError, OSError, ValueError, KeyError):
+        return None
 
 
 def _log_to_stderr() -> None:

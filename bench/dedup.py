@@ -29,7 +29,6 @@ import numpy as np
 import xxhash
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from assay.curation.dedup_index import Sketches, SketchStore  # noqa: E402
 from assay.curation.duplicates import Sketcher, cluster_duplicates  # noqa: E402

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -27,7 +26,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from assay.curation.dedup_index import CorpusLookup, Sketches, SketchStore  # noqa: E402
 from assay.curation.duplicates import Sketcher, cluster_duplicates, conflict_keys  # noqa: E402

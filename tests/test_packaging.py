@@ -4,6 +4,7 @@ shadow its parts."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,7 +19,18 @@ GENERIC_NAMES = ("api", "schemas", "curation", "training", "evaluation")
 
 def test_the_wheel_holds_exactly_one_top_level_package(tmp_path: Path) -> None:
     pytest.importorskip("setuptools", minversion="77")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+    # Built from a copy of the tracked files: a build/ folder left in a working checkout keeps deleted
+    # modules, which would hide (or fake) a packaging change.
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    source = tmp_path / "source"
+    for name in filter(None, tracked.decode().split("\0")):
+        origin, target = REPO / name, source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_symlink():
+            target.symlink_to(os.readlink(origin))
+        elif origin.is_file():
+            shutil.copy2(origin, target)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "--quiet", "-w", str(tmp_path)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("assay-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -52,7 +64,7 @@ def _env() -> dict[str, str]:
 
 def test_library_imports_ignore_the_users_same_named_packages(folder_with_users_packages: Path) -> None:
     code = ("from assay.curation import run_pipeline; from assay.schemas.curation import CurationSpec; "
-            "import assay.api.cli, assay.training.tiny, assay.evaluation; print(run_pipeline.__module__)")
+            "import assay.api.cli, assay.api.app, assay.training, assay.evaluation; print(run_pipeline.__module__)")
     result = subprocess.run([sys.executable, "-c", code], cwd=folder_with_users_packages, env=_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

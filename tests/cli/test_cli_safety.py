@@ -229,3 +229,26 @@ def test_the_next_run_sweeps_work_folders_of_killed_runs(tmp_path: Path) -> None
     result = assay("curate", dataset(tmp_path / "small.jsonl"), "--out", out, "--steps", "validate", "-q")
     assert result.returncode == 0, result.stderr
     assert not work_folders(out)
+
+
+def test_sigterm_during_the_publish_reports_the_outputs_as_published(tmp_path: Path) -> None:
+    """A signal held while the outputs move into place arrives once they all have: the message must
+    say the run was published (it was), not that nothing was."""
+    data, out = dataset(tmp_path / "in.jsonl"), tmp_path / "out"
+    driver = (
+        "import os, signal, sys\n"
+        "import assay.curation.publish as publish\n"
+        "real = os.replace\n"
+        "def replace(*args, **kwargs):\n"
+        "    real(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "publish.os.replace = replace\n"
+        "from assay.api.cli import main\n"
+        f"sys.argv = ['assay', 'curate', {str(data)!r}, '--out', {str(out)!r}, '--steps', 'validate', '--quiet']\n"
+        "main()\n")
+    result = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143, result.stderr[-800:]
+    assert "outputs were published" in result.stderr and "nothing new" not in result.stderr, result.stderr
+    from assay.curation.publish import published_outputs
+
+    assert "curated.jsonl" in published_outputs(out)
