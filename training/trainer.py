@@ -146,7 +146,7 @@ class FineTuneRun:
         self.tokenizer = self._tokenizer()
         stats.chat_template = self.template_source  # type: ignore[assignment]
         train, val = self._encode(train_records, val_records, stats)
-        self._check_memory()
+        self._check_model_shell()
         self._prepare_output_folder(stats, val)
         self._events = (self.out / EVENTS_FILE).open("a", encoding="utf-8")
         try:
@@ -302,8 +302,10 @@ class FineTuneRun:
                                 f"(the longest has {longest}): raise --max-seq-len")
         return train, val
 
-    def _check_memory(self) -> None:
-        """Refuse, with a hint, a model whose weights alone do not fit in free memory."""
+    def _check_model_shell(self) -> None:
+        """Before any weights load: refuse, with a hint, a model whose weights alone do not fit in free
+        memory, and LoRA target modules the model does not have. An empty (meta-device) copy of the
+        architecture costs no memory."""
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -314,7 +316,15 @@ class FineTuneRun:
         except Exception:  # an architecture transformers cannot build empty: loading will tell
             return
         params = sum(p.numel() for p in shell.parameters())
+        names = {name.rsplit(".", 1)[-1] for name, _ in shell.named_modules()}
         del shell
+        targets = self.spec.lora.target_modules
+        if isinstance(targets, list):
+            missing = [t for t in targets if t not in names]
+            if missing:
+                linear = sorted(n for n in names if n.endswith("_proj") or n in ("c_attn", "c_proj", "fc1", "fc2"))
+                raise FineTuneError(f"LoRA target modules not in {self.ref.name}: {', '.join(missing)}; "
+                                    f"its projections are: {', '.join(linear) or 'see the model config'}")
         per_param = 0.55 if self.spec.quantization == "4bit" else (2 if self.precision == "bf16" else 4)
         needed = params * per_param * 1.2  # weights plus a margin for activations and the optimizer
         free = _available_memory(self.device)

@@ -11,6 +11,14 @@ from pathlib import Path
 
 import pytest
 
+_USER_HOME: list[str | None] = []
+
+
+@pytest.fixture(scope="session")
+def user_assay_home() -> str | None:
+    """The ASSAY_HOME the user had (None: the default), where converted models are worth keeping."""
+    return _USER_HOME[0] if _USER_HOME else None
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread_and_private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -19,6 +27,7 @@ def _one_thread_and_private_cache(tmp_path_factory: pytest.TempPathFactory) -> I
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models gain nothing from threads, and a loaded machine punishes them
     old = os.environ.get("ASSAY_HOME")
+    _USER_HOME.append(old)
     os.environ["ASSAY_HOME"] = str(tmp_path_factory.mktemp("assay-home"))
     yield
     torch.set_num_threads(threads)

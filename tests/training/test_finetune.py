@@ -151,7 +151,6 @@ def test_a_seeded_run_repeats_exactly_and_resume_ends_where_an_uninterrupted_run
 
 
 def test_the_merged_model_equals_base_plus_adapter(tiny_model: Path, parity_data: Path, tmp_path: Path) -> None:
-    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
