@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
     models.command("list")(models_list)
     models.command("show")(models_show)
     models.command("add")(models_add)
+    models.command("prepare")(models_prepare)
     app.add_typer(models, name="models")
 
 
@@ -314,3 +315,15 @@ def models_add(
         _fail(str(exc))
         return
     typer.echo(f"added {ref.name}: {ref.kind} {ref.source}")
+
+
+def models_prepare(name: Annotated[str, typer.Argument(help="A model name, .gguf file or folder.")]) -> None:
+    """Build or convert a model into the cache now (SmolLM2: GGUF -> Hugging Face folder, about 30 s once)."""
+    from assay.training.models import ModelError, local_model_path
+
+    try:
+        path = local_model_path(name)
+    except ModelError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"{name}: {path}")

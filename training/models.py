@@ -221,6 +221,7 @@ def _materialise(ref: ModelRef, folder: Path) -> None:
             convert_gguf(gguf, tmp)
         else:
             convert_gguf(Path(ref.source), tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)  # the folder appears complete or not at all
