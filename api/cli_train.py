@@ -184,6 +184,11 @@ def finetune(
     except FineTuneError as exc:
         _fail(str(exc))
         return
+    except KeyboardInterrupt:
+        started = (out / "finetune_spec.json").is_file()
+        typer.echo("interrupted" + (f"; continue from the last checkpoint with: assay finetune {data} --out {out} "
+                                    "--resume" if started else ""), err=True)
+        raise typer.Exit(EXIT_STOPPED) from None
     if report.status == "stopped":
         typer.echo(f"stopped at step {report.steps} of {report.total_steps}; continue with: "
                    f"assay finetune {data} --out {out} --resume", err=True)

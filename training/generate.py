@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,14 @@ def generate(loaded: LoadedModel, prompts: list[str], max_new_tokens: int = 128,
     inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     inputs = {k: v.to(loaded.model.device) for k, v in inputs.items()}
     torch.manual_seed(seed)
-    sampling: dict[str, Any] = {"do_sample": temperature > 0}
+    config = copy.deepcopy(loaded.generation_config)
+    config.max_new_tokens = max_new_tokens
+    config.do_sample = temperature > 0
     if temperature > 0:
-        sampling["temperature"] = temperature
+        config.temperature = temperature
+    else:  # greedy: sampling settings from the model's own config would only draw warnings
+        config.temperature, config.top_p, config.top_k = None, None, None
     with torch.no_grad():
-        output = loaded.model.generate(**inputs, generation_config=loaded.generation_config,
-                                       max_new_tokens=max_new_tokens, **sampling)
+        output = loaded.model.generate(**inputs, generation_config=config)
     new = output[:, inputs["input_ids"].shape[1]:]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]

@@ -147,11 +147,14 @@ class FineTuneRun:
         stats.chat_template = self.template_source  # type: ignore[assignment]
         train, val = self._encode(train_records, val_records, stats)
         self._check_model_shell()
-        self._prepare_output_folder(stats, val)
+        self._prepare_output_folder(stats)
         self._events = (self.out / EVENTS_FILE).open("a", encoding="utf-8")
         try:
             with self._signals():
                 return self._train(train, val, stats)
+        except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint for the current step
+            self._emit("status", status="failed", message="interrupted; --resume continues from the last checkpoint")
+            raise
         except Exception as exc:
             if _is_oom(exc):
                 self._emit("status", status="failed", message=f"out of memory: {MEMORY_HINT}")
@@ -333,7 +336,7 @@ class FineTuneRun:
                                 f"{needed / 2**30:.1f} GiB on {self.device} but only {free / 2**30:.1f} GiB is free: "
                                 "choose a smaller model, or on CUDA --set quantization=4bit or precision=bf16")
 
-    def _prepare_output_folder(self, stats: DataStats, val: EncodedSet) -> None:
+    def _prepare_output_folder(self, stats: DataStats) -> None:
         out = self.out
         spec_json = self.spec.model_dump(mode="json")
         if self.resume:

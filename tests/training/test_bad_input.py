@@ -114,3 +114,12 @@ def test_a_model_too_big_for_memory_gets_a_hint_not_a_traceback(
     (huge / "config.json").write_text(json.dumps(config))
     message = refused(tmp_path, parity_data, "needs about", model=str(huge))
     assert "GiB" in message and "smaller model" in message
+
+
+def test_cuda_only_settings_on_a_machine_without_cuda(tiny_model: Path, parity_data: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the settings are valid here")
+    refused(tmp_path, parity_data, "QLoRA\\) needs a CUDA device", model=str(tiny_model), spec={"quantization": "4bit"})
+    refused(tmp_path, parity_data, "fp16 needs a CUDA device", model=str(tiny_model), spec={"precision": "fp16"})
