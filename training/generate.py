@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ def load_for_inference(model: str, adapter: str | Path | None = None, device: st
     if adapter_dir is not None:
         from peft import PeftModel
 
-        base = PeftModel.from_pretrained(base, adapter_dir)
+        with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5
+            warnings.simplefilter("ignore", FutureWarning)
+            base = PeftModel.from_pretrained(base, adapter_dir)
     base = base.to(device).eval()
     config_dir = adapter_dir if adapter_dir is not None and (adapter_dir / "generation_config.json").is_file() else path
     try:
