@@ -175,7 +175,7 @@ def finetune(
         "grad_accum": grad_accum, "max_seq_len": max_seq_len, "lora.r": lora_r, "lora.alpha": lora_alpha,
         "lora.dropout": lora_dropout, "lora.target_modules": modules, "packing": packing, "max_steps": max_steps,
         "seed": seed, "merge": True if merge else None})
-    from assay.training.trainer import FineTuneError
+    from assay.training.trainer import FineTuneError, TrainingDiverged
     from assay.training.trainer import finetune as run
 
     try:
@@ -183,6 +183,9 @@ def finetune(
             report = run(spec, data, out, validation=validation, on_event=progress, resume=resume, overwrite=overwrite)
     except FineTuneError as exc:
         _fail(str(exc))
+        return
+    except TrainingDiverged as exc:
+        _fail(str(exc), code=1)
         return
     except KeyboardInterrupt:
         started = (out / "finetune_spec.json").is_file()

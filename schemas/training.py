@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,7 +108,9 @@ class TrainingEvent(BaseModel):
     path: str | None = Field(None, description="The checkpoint folder (checkpoint events).")
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        """The fields that apply; a non-finite number (a diverged loss) is left out: JSON has no NaN."""
+        return {k: v for k, v in self.model_dump(exclude_none=True).items()
+                if not (isinstance(v, float) and not math.isfinite(v))}
 
 
 class SplitStats(BaseModel):

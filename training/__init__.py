@@ -4,6 +4,6 @@
 use; heavy libraries (torch, transformers, peft) load only when it runs.
 """
 
-from assay.training.trainer import FineTuneError, FineTuneRun, finetune
+from assay.training.trainer import FineTuneError, FineTuneRun, TrainingDiverged, finetune
 
-__all__ = ["FineTuneError", "FineTuneRun", "finetune"]
+__all__ = ["FineTuneError", "FineTuneRun", "TrainingDiverged", "finetune"]

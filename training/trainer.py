@@ -67,6 +67,10 @@ class FineTuneError(ValueError):
     """A run that cannot start or go on because of its input; the message is one line for the user."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number; the message says at which step and what to lower."""
+
+
 EventHook = Callable[[TrainingEvent], None]
 StopHook = Callable[[], bool]
 
@@ -512,6 +516,9 @@ class FineTuneRun:
                 group = [collate([train.examples[k] for k in b], pad, spec.packing, spec.max_seq_len)
                          for b in batches[first:first + spec.grad_accum]]
                 loss_value, grad_norm, lr = self._step(group, params, optimizer, scheduler, scaler)
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(f"the training loss became {loss_value} at step {step + 1}: the run "
+                                           f"diverged; lower the learning rate (now {spec.learning_rate:g})")
                 step += 1
                 session_steps += 1
                 tokens = sum(b.tokens for b in group)
@@ -785,7 +792,7 @@ class FineTuneRun:
     def _emit(self, type_: str, **fields: Any) -> None:
         event = TrainingEvent(type=type_, time=round(time.time(), 3), **fields)  # type: ignore[arg-type]
         if self._events is not None:
-            self._events.write(json.dumps(event.to_json()) + "\n")
+            self._events.write(json.dumps(event.to_json(), allow_nan=False) + "\n")
             self._events.flush()
         if self.on_event is not None:
             self.on_event(event)

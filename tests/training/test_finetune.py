@@ -202,3 +202,23 @@ def test_invalid_lines_and_unlearnable_records_are_listed_with_reasons(
     assert report.data.train.dropped == {"truncated_to_nothing": 1} and report.data.train.examples == 30
     reasons = sorted(json.loads(line)["reason"] for line in (tmp_path / "run" / "rejected.jsonl").read_text().splitlines())
     assert reasons == ["invalid_json", "invalid_role", "truncated_to_nothing"]
+
+
+def test_a_loss_that_is_not_a_number_stops_the_run_with_the_step_and_a_hint(
+        tiny_model: Path, parity_data: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assay.training import TrainingDiverged
+
+    broken = tmp_path / "broken-model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = float("inf")  # as a corrupted checkpoint would
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(broken)
+    with pytest.raises(TrainingDiverged, match="at step 1: the run diverged; lower the learning rate"):
+        finetune(spec_for(broken, max_steps=3), parity_data, tmp_path / "run")
+    last = json.loads((tmp_path / "run" / "events.jsonl").read_text().splitlines()[-1])
+    assert last["status"] == "failed" and "diverged" in last["message"]
+    assert not (tmp_path / "run" / "adapter").exists()
