@@ -119,6 +119,12 @@ def test_bad_arguments_are_one_line_and_exit_2(tiny: Path, data: Path, tmp_path:
     assert not out.exists()
 
 
+def test_help_lists_the_training_commands(env: dict[str, str]) -> None:
+    result = assay("--help", env=env)
+    for command in ("finetune", "sweep", "generate", "models"):
+        assert command in result.stdout
+
+
 def test_models_add_list_and_show(tiny: Path, env: dict[str, str]) -> None:
     added = assay("models", "add", "mine", tiny, env=env)
     assert added.returncode == 0 and "added mine: hf_folder" in added.stdout, added.stderr
