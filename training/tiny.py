@@ -29,8 +29,12 @@ def default_corpus() -> list[str]:
 
 
 def build_tiny_model(out: str | Path, vocab_size: int = 2048, hidden_size: int = 64, num_layers: int = 2,
-                     num_heads: int = 4, corpus: Iterable[str] | None = None, seed: int = 0) -> Path:
-    """Write a loadable model + tokenizer to `out` and return the folder."""
+                     num_heads: int = 4, corpus: Iterable[str] | None = None, seed: int = 0,
+                     initializer_range: float = 0.02) -> Path:
+    """Write a loadable model + tokenizer to `out` and return the folder.
+
+    With the default initializer_range (0.02) the tied output embeddings are so small that the model can
+    never be confident, whatever LoRA learns; tests of learning build it with a larger range (0.2)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -53,7 +57,7 @@ def build_tiny_model(out: str | Path, vocab_size: int = 2048, hidden_size: int =
         vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
         max_position_embeddings=512, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id, tie_word_embeddings=True,
+        pad_token_id=fast.pad_token_id, tie_word_embeddings=True, initializer_range=initializer_range,
     )
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = fast.pad_token_id

@@ -64,3 +64,19 @@ def test_export_writes_one_schema_per_contract(tmp_path: Path) -> None:
 def test_the_committed_json_schemas_are_up_to_date() -> None:
     stale = stale_schemas(SCHEMA_DIR)
     assert not stale, f"run `assay schemas export`: out of date: {stale}"
+
+
+def test_the_finetune_spec_loads_from_yaml_and_names_unknown_keys(tmp_path: Path) -> None:
+    from assay.schemas.training import FineTuneSpec
+
+    path = tmp_path / "finetune.yaml"
+    path.write_text("model: tiny\nlearning_rate: 1.0e-3\nlora:\n  r: 8\n  target_modules: [q_proj, v_proj]\n")
+    spec = FineTuneSpec.from_yaml(path)
+    assert spec.model == "tiny" and spec.lora.r == 8 and spec.lora.alpha == 32 and spec.lora.dropout == 0.05
+    assert spec.lora.target_modules == ["q_proj", "v_proj"]
+    assert FineTuneSpec().lora.target_modules == "all-linear" and FineTuneSpec().model == "smollm2-135m-instruct"
+    path.write_text("lora:\n  rank: 8\n")
+    with pytest.raises(ValidationError, match="rank"):
+        FineTuneSpec.from_yaml(path)
+    with pytest.raises(ValidationError, match="cuda"):
+        FineTuneSpec(quantization="4bit", device="cpu")
