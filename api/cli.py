@@ -367,6 +367,9 @@ def _register_optional() -> None:
         from assay.api.cli_serve import register
 
         register(app)
+    from assay.api.cli_eval import register as register_eval
+
+    register_eval(app)
 
 
 _register_optional()

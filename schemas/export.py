@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from assay.schemas.curation import CurationSpec
+from assay.schemas.evaluation import BenchmarkReport, EvalSpec
 from assay.schemas.records import (
     CanonicalRecord,
     ChatRecord,
@@ -25,6 +26,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "canonical_record": CanonicalRecord,
     "curation_spec": CurationSpec,
     "quality_report": QualityReport,
+    "eval_spec": EvalSpec,
+    "benchmark_report": BenchmarkReport,
 }
 
 
