@@ -105,18 +105,14 @@ def _spec_error(exc: Any) -> str:
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
     """lm-eval, datasets and transformers print progress bars and INFO lines; ours say it once, shorter."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Through the environment, read when those libraries are imported: importing them here would cost
+    # seconds on paths (a bad task file) that never need them.
+    for variable, value in (("TOKENIZERS_PARALLELISM", "false"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+                            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                            ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(variable, value)
     for name in ("lm_eval", "datasets", "transformers", "peft", "httpx", "filelock"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import datasets
-        import transformers
-
-        datasets.disable_progress_bars()
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-    except ImportError:
-        pass
     captured = io.StringIO()
     with contextlib.redirect_stderr(captured):  # tqdm bars of lm-eval's request loops
         yield

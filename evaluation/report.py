@@ -117,7 +117,7 @@ def render_markdown(report: BenchmarkReport) -> str:
     if examples:
         parts.append("## Where base and tuned disagree")
         for task, d in examples:
-            parts.append(f"- **{task.name}** item `{d.item}` ({d.model} {fmt(d.tuned_score)} vs base "
+            parts.append(f"- **{task.name}** item `{d.item}` ({d.metric}: {d.model} {fmt(d.tuned_score)} vs base "
                          f"{fmt(d.base_score)}): target `{md_cell(d.target[:120])}`; base `{md_cell(d.base_answer[:120])}`; "
                          f"{d.model} `{md_cell(d.tuned_answer[:120])}`")
     if report.curation is not None:
@@ -145,11 +145,12 @@ def _md_header(report: BenchmarkReport) -> str:
     return "; ".join(lines) + "."
 
 
-def _task_line(task: TaskReport) -> str:
-    source = f"`{task.path}`" if task.path else "lm-eval registry"
+def _task_line(task: TaskReport, markdown: bool = True) -> str:
+    source = (f"`{task.path}`" if markdown else task.path) if task.path else "lm-eval registry"
     sample = (f"{task.items_evaluated} of {task.items_total} items (seeded sample)"
               if task.items_evaluated < task.items_total else f"{task.items_total} items")
-    return f"{task.format} from {source}; {sample}; {task.num_fewshot}-shot; lm-eval task `{task.lm_eval_task}`."
+    name = f"`{task.lm_eval_task}`" if markdown else task.lm_eval_task
+    return f"{task.format} from {source}; {sample}; {task.num_fewshot}-shot; lm-eval task {name}."
 
 
 def _md_metadata(report: BenchmarkReport) -> str:
@@ -180,7 +181,7 @@ def render_html(report: BenchmarkReport) -> str:
     labels = [m.label for m in report.models]
     context: dict[str, Any] = {
         "report": report, "labels": labels, "verdict_words": VERDICT_WORDS, "verdict_colours": VERDICT_COLOURS,
-        "headline": primary_comparisons(report), "task_line": _task_line,
+        "headline": primary_comparisons(report), "task_line": lambda task: _task_line(task, markdown=False),
         "metric_keys": {t.name: [m.key for m in t.scores.get("base", [])] for t in report.tasks},
         "difference_svg": difference_svg(report), "scores_svg": scores_svg(report),
         "loss_svg": loss_svg(report) if report.training and report.training.loss_curve else None,
@@ -222,44 +223,55 @@ def _label(text: str, limit: int = 42) -> str:
 
 
 def difference_svg(report: BenchmarkReport) -> Markup | None:
-    """Forest plot: each adapter's headline difference to the base per task, with its interval."""
-    rows = primary_comparisons(report)
+    """Forest plot, one panel per task (each on its own scale): every adapter's headline difference to the
+    base, with its interval."""
+    rows = [(task, [c for c in task.comparisons if c.key == task.primary]) for task in report.tasks]
+    rows = [(task, found) for task, found in rows if found]
     if not rows:
         return None
     with _plot_style("plot-difference"):
-        fig = _figure(7.2, 0.9 + 0.36 * len(rows))
-        ax = fig.add_subplot()
-        for y, (_task, c) in enumerate(reversed(rows)):
-            colour = VERDICT_COLOURS[c.verdict]
-            ax.errorbar(c.difference, y, xerr=[[c.difference - c.ci_low], [c.ci_high - c.difference]], fmt="o",
-                        color=colour, ecolor=colour, capsize=3, markersize=5)
-        ax.axvline(0, color="#444", linewidth=0.8)
-        ax.set_yticks(range(len(rows)), [_label(f"{t.name} · {c.model} · {c.key}") for t, c in reversed(rows)])
-        ax.set_xlabel(f"tuned - base ({report.spec.confidence:.0%} paired bootstrap interval)")
-        ax.set_ylim(-0.6, len(rows) - 0.4)
+        heights = [0.35 + 0.28 * len(found) for _, found in rows]
+        fig = _figure(7.2, 0.5 + sum(heights))
+        axes = fig.subplots(len(rows), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+        for ax, (task, found) in zip(axes, rows, strict=True):
+            for y, c in enumerate(reversed(found)):
+                colour = VERDICT_COLOURS[c.verdict]
+                ax.errorbar(c.difference, y, xerr=[[c.difference - c.ci_low], [c.ci_high - c.difference]],
+                            fmt="o", color=colour, ecolor=colour, capsize=3, markersize=5)
+            ax.axvline(0, color="#444", linewidth=0.8)
+            ax.set_yticks(range(len(found)), [_label(c.model, 24) for c in reversed(found)])
+            ax.set_ylim(-0.6, len(found) - 0.4)
+            ax.set_title(_label(f"{task.name}: {task.primary}", 60), loc="left", fontsize=9)
+            low = min(min(c.ci_low for c in found), 0.0)
+            high = max(max(c.ci_high for c in found), 0.0)
+            pad = (high - low) * 0.1 or 0.05
+            ax.set_xlim(low - pad, high + pad)
+        axes[-1].set_xlabel(f"tuned - base ({report.spec.confidence:.0%} paired bootstrap interval)")
         return _svg(fig, "Difference to the base model per task, with intervals")
 
 
 def scores_svg(report: BenchmarkReport) -> Markup | None:
-    """Grouped bars: the headline metric of every model per task, with lm-eval's standard errors."""
-    import numpy as np
-
+    """One small panel per task (each on its own scale): the headline metric of every model, with lm-eval's
+    standard error."""
     if not report.tasks:
         return None
     labels = [m.label for m in report.models]
+    columns = min(4, len(report.tasks))
+    rows = -(-len(report.tasks) // columns)
     with _plot_style("plot-scores"):
-        fig = _figure(7.2, 2.6)
-        ax = fig.add_subplot()
-        width = 0.8 / len(labels)
-        x = np.arange(len(report.tasks))
-        for i, label in enumerate(labels):
-            values = [task.score(label) for task in report.tasks]
-            heights = [v.value if v else 0.0 for v in values]
-            errors = [v.stderr or 0.0 if v else 0.0 for v in values]
-            ax.bar(x + (i - (len(labels) - 1) / 2) * width, heights, width, yerr=errors, capsize=2,
-                   color=MODEL_COLOURS[i % len(MODEL_COLOURS)], label=_label(label, 24))
-        ax.set_xticks(x, [_label(f"{t.name}\n{t.primary}", 30) for t in report.tasks])
-        ax.legend(frameon=False, fontsize=8)
+        fig = _figure(7.2, 0.4 + 1.9 * rows)
+        axes = fig.subplots(rows, columns, squeeze=False).ravel()
+        for ax, task in zip(axes, report.tasks, strict=False):
+            values = [task.score(label) for label in labels]
+            ax.bar(range(len(labels)), [v.value if v else 0.0 for v in values],
+                   yerr=[(v.stderr or 0.0) if v else 0.0 for v in values], capsize=2,
+                   color=[MODEL_COLOURS[i % len(MODEL_COLOURS)] for i in range(len(labels))])
+            ax.set_xticks(range(len(labels)), [_label(label, 12) for label in labels], fontsize=7)
+            ax.set_title(_label(f"{task.name}\n{task.primary}", 40), fontsize=8)
+            top = max([(v.value + (v.stderr or 0.0)) if v else 0.0 for v in values] + [0.0])
+            ax.set_ylim(0, top * 1.1 if top > 1.0 else 1.0)  # shares stay on a 0-1 axis, even all at zero
+        for ax in axes[len(report.tasks):]:
+            ax.set_visible(False)
         return _svg(fig, "Headline metric per task and model")
 
 

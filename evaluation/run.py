@@ -69,10 +69,6 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
     out = Path(out)
     model_path = resolve_model(spec.model)
     targets = [ModelTarget("base", model_path), *adapter_targets(model_path, spec.adapters)]
-    device = resolve_device(spec.device)
-    settings = HarnessSettings(device=device, dtype=resolve_dtype(spec.dtype, device), batch_size=spec.batch_size,
-                               chat_template=spec.chat_template, seed=spec.seed,
-                               cache_dir=Path(spec.cache_dir) if spec.cache_dir else assay_home() / "eval-cache")
     # Inputs that can fail are all read before any model runs: a bad file costs seconds, not a scoring pass.
     train_files = training_files(Path(spec.training_run)) if spec.training_run else []
     curation = curation_summary(Path(spec.curation_report)) if spec.curation_report else None
@@ -90,6 +86,10 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
     out.mkdir(parents=True, exist_ok=True)
     tasks = prepare_tasks(spec.tasks, out / "tasks", spec.num_fewshot, spec.limit, spec.seed, tokenizer,
                           spec.include_paths, spec.max_gen_toks)
+    device = resolve_device(spec.device)
+    settings = HarnessSettings(device=device, dtype=resolve_dtype(spec.dtype, device), batch_size=spec.batch_size,
+                               chat_template=spec.chat_template, seed=spec.seed,
+                               cache_dir=Path(spec.cache_dir) if spec.cache_dir else assay_home() / "eval-cache")
     emit({"event": "tasks_prepared", "tasks": [{"name": t.name, "items": len(t.docs) or None} for t in tasks]})
     register_metrics()
     manager = harness.task_manager(tasks)
@@ -225,9 +225,11 @@ def disagreements(task: PreparedTask, base: TaskScores, tuned: TaskScores, label
             and _has_tokens(task):
         tokens = _tokens(task, base)
         b_scores, t_scores, higher = -base.loglikelihoods / tokens, -tuned.loglikelihoods / tokens, False
+        shown = "loss per token"
     elif (metric, flt) in base.per_item and (metric, flt) in tuned.per_item:
         b_scores, t_scores = base.per_item[(metric, flt)], tuned.per_item[(metric, flt)]
         higher = base.higher_is_better.get(metric, True)
+        shown = task.primary
     else:
         return []
     gain = (t_scores - b_scores) * (1 if higher else -1)
@@ -236,7 +238,7 @@ def disagreements(task: PreparedTask, base: TaskScores, tuned: TaskScores, label
     lost = [int(i) for i in order[::-1] if gain[i] < 0][:limit]
     answers_b = base.answers.get(flt) or next(iter(base.answers.values()), [])
     answers_t = tuned.answers.get(flt) or next(iter(tuned.answers.values()), [])
-    return [Disagreement(model=label, item=str(task.docs[base.doc_ids[i]].get("id", base.doc_ids[i])),
+    return [Disagreement(model=label, item=str(task.docs[base.doc_ids[i]].get("id", base.doc_ids[i])), metric=shown,
                          prompt=_tail(base.prompts[i]), target=base.targets[i][:PROMPT_CHARS],
                          base_answer=answers_b[i][:PROMPT_CHARS] if answers_b else "",
                          tuned_answer=answers_t[i][:PROMPT_CHARS] if answers_t else "",

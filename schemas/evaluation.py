@@ -191,6 +191,7 @@ class Disagreement(BaseModel):
 
     model: str
     item: str
+    metric: str = Field(description="What the scores are: the task's headline metric, or loss per token (ppl).")
     prompt: str
     target: str
     base_answer: str

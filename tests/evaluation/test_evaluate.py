@@ -215,3 +215,21 @@ def test_rescoring_the_same_items_runs_no_forward_pass(comparison: tuple, tmp_pa
     assert all(m.requests > 0 and m.computed == 0 for m in again.models)
     for before, after in zip(first.tasks, again.tasks, strict=True):
         assert before.scores == after.scores and before.comparisons == after.comparisons
+
+
+def test_a_bare_task_name_runs_the_users_own_lm_eval_task(tiny_model: Path, task_files: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    folder = tmp_path / "my_tasks"
+    folder.mkdir()
+    task = {"task": "my_quiz", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(task_files["mc"])}},
+            "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "Q: {{question}}\nA:",
+            "doc_to_choice": "{{choices}}", "doc_to_target": "{{choices.index(answer) if answer is string and "
+                                                              "answer in choices else 0}}",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
+    (folder / "my_quiz.yaml").write_text(yaml.safe_dump(task))
+    spec = EvalSpec(model=str(tiny_model), tasks=["my_quiz"], include_paths=[str(folder)], limit=4, cache=False)
+    report = evaluate(spec, tmp_path / "out")
+    [result] = report.tasks
+    assert (result.name, result.format, result.lm_eval_task, result.primary) == ("my_quiz", "lm_eval", "my_quiz", "acc")
+    assert result.items_total == len(MC_ITEMS) and result.items_evaluated == 4
+    assert 0 <= result.score("base", "acc").value <= 1
