@@ -22,31 +22,47 @@ DOC_FIELDS_SKIPPED = ("id", "gold", "n_tokens", "record")
 MAX_EXAMPLES = 10
 
 
-def training_files(run: Path) -> list[Path]:
-    """The training data of a fine-tuning run: named in its training_report.json, or its train*.jsonl files;
-    a JSONL file given directly is the training data itself."""
+def training_files(run: Path) -> tuple[list[Path], list[Path]]:
+    """The training data of a fine-tuning run, and its held-out validation files: the data file named in
+    training_report.json (`data.path`, or a `data`/`train_file` key) or its train*.jsonl files; a JSONL
+    file given directly is the training data itself. Records of the validation files are not training data
+    even when the validation split was cut from the same file."""
     if run.is_file():
-        return [run]
+        return [run], []
     if not run.is_dir():
         raise EvalInputError(f"--training-run {run}: no such folder or file")
     found: list[Path] = []
+    held_out: list[Path] = []
     report = run / "training_report.json"
     if report.is_file():
         try:
             data = json.loads(report.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise EvalInputError(f"{report}: not valid JSON ({exc})") from exc
-        for value in _values_for(data, DATA_KEYS):
-            path = Path(value)
-            path = path if path.is_absolute() else (run / path if (run / path).exists() else path)
-            if path.is_file():
-                found.append(path)
+        stats = data.get("data") if isinstance(data, dict) else None
+        named = [stats.get("path")] if isinstance(stats, dict) else []
+        found.extend(_existing(run, [*named, *_values_for(data, DATA_KEYS)]))
+        outputs = data.get("outputs") if isinstance(data, dict) else None
+        held_out.extend(_existing(run, [stats.get("validation_path") if isinstance(stats, dict) else None,
+                                        outputs.get("validation") if isinstance(outputs, dict) else None]))
     found.extend(sorted(p for p in run.glob("train*.jsonl") if p.is_file()))
+    held_out.extend(p for p in (run / "validation.jsonl",) if p.is_file())
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
         raise EvalInputError(f"--training-run {run}: cannot find its training data (no file named in "
                              f"training_report.json, no train*.jsonl); give the training JSONL file instead")
-    return unique
+    return unique, [p for p in dict.fromkeys(p.resolve() for p in held_out) if p not in unique]
+
+
+def _existing(run: Path, values: list[Any]) -> list[Path]:
+    paths = []
+    for value in values:
+        if isinstance(value, str) and value:
+            path = Path(value)
+            path = path if path.is_absolute() or not (run / path).exists() else run / path
+            if path.is_file():
+                paths.append(path)
+    return paths
 
 
 def _values_for(data: Any, keys: tuple[str, ...]) -> Iterator[str]:
@@ -76,8 +92,10 @@ def training_texts(files: list[Path], batch: int = 512) -> Iterator[list[str]]:
             raise EvalInputError(f"training data {path}: {exc}") from exc
 
 
-def count_contamination(tasks: list[PreparedTask], files: list[Path]) -> dict[str, Contamination]:
-    """Per task: how many of its items appear in the training files, and how many of those were scored."""
+def count_contamination(tasks: list[PreparedTask], files: list[Path], held_out: list[Path] | None = None
+                        ) -> dict[str, Contamination]:
+    """Per task: how many of its items appear in the training files (less the records of the held-out
+    files), and how many of those were scored."""
     from assay.curation.contamination import (
         BenchmarkItem,
         ContainmentIndex,
@@ -95,7 +113,9 @@ def count_contamination(tasks: list[PreparedTask], files: list[Path]) -> dict[st
     minhash = ContainmentIndex.from_items(items)
     hits: dict[str, set[int]] = {task.name: set() for task in tasks}
     records = 0
-    for texts in training_texts(files):
+    validation = {text for batch in training_texts(held_out or []) for text in batch}
+    for batch in training_texts(files):
+        texts = [text for text in batch if text not in validation]
         records += len(texts)
         found = ngram.match(texts)
         rest = [i for i, hit in enumerate(found) if hit is None]

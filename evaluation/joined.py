@@ -42,17 +42,21 @@ def training_summary(run: Path) -> TrainingSummary | None:
     report = run / "training_report.json"
     if report.is_file():
         try:
-            summary.report = headline(json.loads(report.read_text(encoding="utf-8")))
+            data = json.loads(report.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise EvalInputError(f"{report}: not valid JSON ({exc})") from exc
+        summary.report = headline(data)
+        if isinstance(data, dict):  # the training step's curves: [{step, value}, ...]
+            summary.loss_curve = _curve(data.get("train_loss"))
+            summary.eval_loss_curve = _curve(data.get("valid_loss"))
     events = run / "events.jsonl"
-    if events.is_file():
+    if events.is_file() and not summary.loss_curve:
         for line in events.read_text(encoding="utf-8").splitlines():
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line being written when the run was read
-            if not isinstance(event, dict) or not isinstance(event.get("step"), int):
+            if not isinstance(event, dict) or not isinstance(event.get("step"), int) or event.get("event") == "checkpoint":
                 continue
             if _number(event.get("loss")) is not None:
                 summary.loss_curve.append((event["step"], float(event["loss"])))
@@ -61,6 +65,18 @@ def training_summary(run: Path) -> TrainingSummary | None:
                     summary.eval_loss_curve.append((event["step"], float(event[key])))
                     break
     return summary
+
+
+def _curve(points: Any) -> list[tuple[int, float]]:
+    if not isinstance(points, list):
+        return []
+    curve = []
+    for point in points:
+        if isinstance(point, dict) and isinstance(point.get("step"), int) and _number(point.get("value")) is not None:
+            curve.append((point["step"], float(point["value"])))
+        elif isinstance(point, (list, tuple)) and len(point) == 2 and _number(point[1]) is not None:
+            curve.append((int(point[0]), float(point[1])))
+    return curve
 
 
 def _number(value: Any) -> float | None:

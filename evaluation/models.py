@@ -38,30 +38,29 @@ def resolve_model(name: str) -> Path:
     registered = _registry_path(name)
     if registered is not None:
         return registered
+    cached = assay_home() / "models" / name  # where the model registry converts named models
+    if "/" not in name and (cached / "config.json").is_file():
+        return cached.resolve()
     raise EvalInputError(f"model '{name}': no such folder" + _known_models_hint())
 
 
 def _registry_path(name: str) -> Path | None:
-    # The registry belongs to training (issue 13); evaluation resolves through it when it is installed.
+    # The registry belongs to training (issue 13): a name means the same weights in training and evaluation.
     if importlib.util.find_spec("assay.training.models") is None:
         return None
     registry = importlib.import_module("assay.training.models")
-    resolve = getattr(registry, "resolve_model_path", None)
-    if resolve is None:
+    local_model_path = getattr(registry, "local_model_path", None)
+    if local_model_path is None:
         return None
     try:
-        found = resolve(name)
-    except (KeyError, LookupError, ValueError):
-        return None
-    return Path(found) if found is not None else None
+        found = Path(local_model_path(name))
+    except ValueError as exc:  # the registry's ModelError: one line that lists the known names
+        raise EvalInputError(str(exc)) from exc
+    return found  # a local folder, or a hub id (online) that lm-eval's HFLM downloads
 
 
 def _known_models_hint() -> str:
-    if importlib.util.find_spec("assay.training.models") is None:
-        return " (give a local Hugging Face model folder, e.g. one from `assay make-tiny-model DIR`)"
-    registry = importlib.import_module("assay.training.models")
-    names = getattr(registry, "known_model_names", None)
-    return f"; known models: {', '.join(names())}" if callable(names) else ""
+    return " (give a registered model name or a local Hugging Face model folder, e.g. `assay make-tiny-model DIR`)"
 
 
 def adapter_folder(path: Path) -> Path:
@@ -108,6 +107,8 @@ def adapter_targets(model_path: Path, adapters: list[str]) -> list[ModelTarget]:
 
 def model_fingerprint(model_path: Path) -> dict[str, object]:
     """What identifies the base model's weights cheaply: file names, sizes and modification times."""
+    if not model_path.is_dir():  # a hub id: its name is all there is to go by
+        return {"path": str(model_path)}
     files = sorted(p for p in model_path.iterdir() if p.is_file())
     return {"path": str(model_path), "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
 

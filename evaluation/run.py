@@ -70,7 +70,7 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
     model_path = resolve_model(spec.model)
     targets = [ModelTarget("base", model_path), *adapter_targets(model_path, spec.adapters)]
     # Inputs that can fail are all read before any model runs: a bad file costs seconds, not a scoring pass.
-    train_files = training_files(Path(spec.training_run)) if spec.training_run else []
+    train_files, held_out = training_files(Path(spec.training_run)) if spec.training_run else ([], [])
     curation = curation_summary(Path(spec.curation_report)) if spec.curation_report else None
     training = training_summary(Path(spec.training_run)) if spec.training_run else None
 
@@ -95,7 +95,7 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
     manager = harness.task_manager(tasks)
     harness.load_lm_tasks(tasks, manager)
     _fill_builtin_docs(tasks, spec)
-    contamination = count_contamination(tasks, train_files) if train_files else {}
+    contamination = count_contamination(tasks, train_files, held_out) if train_files else {}
 
     scored: list[ModelScores] = []
     for target in targets:

@@ -69,7 +69,7 @@ def test_a_missing_model_or_adapter_is_one_line(model: Path, tmp_path: Path) -> 
     quiz = tmp_path / "quiz.jsonl"
     quiz.write_text("".join(json.dumps(r) + "\n" for r in QUIZ))
     line = one_error_line(run_eval(tmp_path / "no-model", f"mc:{quiz}", tmp_path / "out"))
-    assert line.startswith(f"error: model '{tmp_path / 'no-model'}': no such folder")
+    assert line.startswith("error: ") and str(tmp_path / "no-model") in line
     line = one_error_line(run_eval(model, f"mc:{quiz}", tmp_path / "out", "--adapter", tmp_path))
     assert line.startswith(f"error: adapter {tmp_path}: no adapter_config.json here")
 

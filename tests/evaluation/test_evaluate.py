@@ -77,16 +77,20 @@ def test_agieval_prompts_are_the_papers_zero_shot_prompts(external_data: Path, t
 
 @pytest.fixture(scope="module")
 def training_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fine-tuning output as the training step leaves it: its data (two quiz questions leaked into it),
-    training_report.json naming the data, events.jsonl with the losses."""
+    """A fine-tuning output as the training step leaves it: training_report.json naming its data file (two
+    quiz questions leaked into it, a third only in the held-out validation split cut from the same file)
+    and its loss curves."""
     run = tmp_path_factory.mktemp("run")
     leaked = [{"messages": [{"role": "user", "content": f"Quiz time. {item['question']} Think first."},
-                            {"role": "assistant", "content": "I think I know this one."}]} for item in MC_ITEMS[:2]]
-    (run / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*CHATS, *leaked]))
-    (run / "training_report.json").write_text(json.dumps({"data": "train.jsonl", "steps": 30,
-                                                          "final": {"validation_loss": 1.23, "perplexity": 3.42}}))
-    events = [{"step": s, "loss": 3.0 - s / 20} for s in range(1, 31)] + [{"step": 30, "eval_loss": 1.23}]
-    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+                            {"role": "assistant", "content": "I think I know this one."}]} for item in MC_ITEMS[:3]]
+    (run / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*CHATS, *leaked]))
+    (run / "validation.jsonl").write_text(json.dumps(leaked[2]) + "\n")
+    report = {"status": "completed", "steps": 30, "final_valid_loss": 1.23, "final_valid_ppl": 3.42,
+              "data": {"path": str(run / "data.jsonl"), "validation_source": "split",
+                       "validation_path": str(run / "validation.jsonl")},
+              "train_loss": [{"step": s, "value": 3.0 - s / 20} for s in range(1, 31)],
+              "valid_loss": [{"step": 0, "value": 2.5}, {"step": 30, "value": 1.23}]}
+    (run / "training_report.json").write_text(json.dumps(report))
     return run
 
 
@@ -176,6 +180,7 @@ def test_perplexity_is_per_token_on_assistant_turns_and_lower_is_better(comparis
 
 
 def test_training_data_containing_task_items_is_counted(comparison: tuple) -> None:
+    # the held-out validation record quoting a third item is not training data
     _, report, _, _ = comparison
     mc = report.task("mc")
     assert mc.contamination is not None
@@ -190,8 +195,8 @@ def test_the_report_joins_curation_training_and_benchmarks(comparison: tuple) ->
     folder = out / "report"
     assert report.curation.records_in == 12 and report.curation.removed == {"validate: invalid_json": 1,
                                                                            "dedup: exact_duplicate": 2}
-    assert report.training.report["final.validation_loss"] == 1.23
-    assert report.training.loss_curve[0] == (1, 2.95) and report.training.eval_loss_curve == [(30, 1.23)]
+    assert report.training.report["final_valid_loss"] == 1.23 and report.training.report["data.validation_source"] == "split"
+    assert report.training.loss_curve[0] == (1, 2.95) and report.training.eval_loss_curve == [(0, 2.5), (30, 1.23)]
     assert BenchmarkReport.model_validate_json((folder / "eval_report.json").read_text()) == report
     html = (folder / "eval_report.html").read_text()
     for part in ('id="data"', 'id="training"', 'id="plot-difference"', 'id="plot-loss"', 'id="plot-scores"',

@@ -20,7 +20,7 @@ def write_jsonl(path: Path, rows: list[object]) -> Path:
     return path
 
 
-def docs(text: str, path: Path | None = None) -> list[dict]:
+def docs(text: str) -> list[dict]:
     return read_docs(TaskSpec.parse(text))
 
 
@@ -193,3 +193,22 @@ def test_an_lm_eval_task_offline_says_how_to_give_a_local_file(monkeypatch: pyte
 def test_a_local_format_name_without_a_file_asks_for_the_file() -> None:
     with pytest.raises(EvalInputError, match=r"^task 'mc' needs its file: write mc:PATH$"):
         builtin_task(TaskSpec.parse("mc"), "mc")
+
+
+def test_a_training_run_without_a_report_is_read_from_its_files_and_events(tmp_path: Path) -> None:
+    from assay.evaluation.contamination import training_files
+    from assay.evaluation.joined import training_summary
+
+    write_jsonl(tmp_path / "train.jsonl", [{"prompt": "a", "completion": "b"}])
+    write_jsonl(tmp_path / "validation.jsonl", [{"prompt": "c", "completion": "d"}])
+    write_jsonl(tmp_path / "events.jsonl", [{"event": "step", "step": 1, "loss": 2.0},
+                                            {"event": "eval", "step": 1, "valid_loss": 1.5},
+                                            {"event": "checkpoint", "step": 1, "loss": 2.0, "valid_loss": 1.5}])
+    folder = tmp_path.resolve()
+    assert training_files(tmp_path) == ([folder / "train.jsonl"], [folder / "validation.jsonl"])
+    summary = training_summary(tmp_path)
+    assert summary is not None and summary.loss_curve == [(1, 2.0)] and summary.eval_loss_curve == [(1, 1.5)]
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(EvalInputError, match=r"empty_run: cannot find its training data"):
+        training_files(empty)
