@@ -66,8 +66,9 @@ class PreparedTask:
 
     @property
     def uses_chat_template_rendering(self) -> bool:
-        """ppl items already hold the chat template: lm-eval must not wrap them again."""
-        return self.spec.format == "ppl"
+        """ppl items, and gen items made from chat records, already hold the chat template: lm-eval must not
+        wrap them again."""
+        return self.spec.format == "ppl" or (self.spec.format == "gen" and bool(self.docs) and "record" in self.docs[0])
 
 
 # --- reading files -------------------------------------------------------------------------------------
@@ -317,10 +318,10 @@ def read_docs(spec: TaskSpec, tokenizer: Callable[[], Tokenizer] | None = None) 
     path = Path(spec.path)
     if spec.format == "mmlu":
         docs = mmlu_docs(path)
-    elif spec.format == "ppl":
+    elif spec.format == "ppl" or (spec.format == "gen" and not _native_gen_file(path)):
         if tokenizer is None:
-            raise EvalInputError("ppl tasks need the model's tokenizer")
-        docs = ppl_docs(path, tokenizer())
+            raise EvalInputError(f"{spec.format} tasks on chat records need the model's tokenizer")
+        docs = ppl_docs(path, tokenizer()) if spec.format == "ppl" else gen_chat_docs(path, tokenizer())
     else:
         reader = DOC_READERS[spec.format]
         docs = [reader(obj, where, index) for index, (where, obj) in enumerate(read_json_items(path))]
@@ -329,7 +330,15 @@ def read_docs(spec: TaskSpec, tokenizer: Callable[[], Tokenizer] | None = None) 
     return docs
 
 
-# --- ppl: assistant turns of chat records ---------------------------------------------------------------
+def _native_gen_file(path: Path) -> bool:
+    """A gen file of {prompt, reference} items (else: chat records, as a fine-tune's validation split)."""
+    for _, obj in read_json_items(path):
+        return not isinstance(obj, dict) or "reference" in obj or "messages" not in obj and not any(
+            key in obj for key in ("instruction", "completion", "text", "output"))
+    return True
+
+
+# --- chat records: assistant turns (ppl) and held-out replies (gen) ---------------------------------------
 
 PLAIN_TEMPLATE_ROLES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
@@ -352,16 +361,15 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
-def ppl_docs(path: Path, tokenizer: Tokenizer) -> list[dict[str, Any]]:
-    """One item per assistant turn: the conversation before it (with the generation prompt) as context, the
-    turn and its end-of-turn token as continuation, and the continuation's token count."""
+def chat_records(path: Path, task: str) -> Iterator[dict[str, Any]]:
+    """Canonical chat records of a file in any training format, read by the validator; the first invalid
+    record is a TaskFileError naming its line and field."""
     from assay.curation.reader import InputFileError
     from assay.curation.validate import Validator
     from assay.schemas.validation import ValidateConfig
 
     if not path.exists():
         raise TaskFileError(f"{path}: no such task file")
-    docs: list[dict[str, Any]] = []
     validator = Validator(path, ValidateConfig())
     try:
         for valid, rejected in validator.batches(512):
@@ -369,14 +377,31 @@ def ppl_docs(path: Path, tokenizer: Tokenizer) -> list[dict[str, Any]]:
                 error = rejected[0].error
                 where = f"{path}:{error.line}" if error.line else f"{path} record {error.record}"
                 field_part = f", field {error.field}" if error.field else ""
-                raise TaskFileError(f"{where}{field_part}: {error.message} (ppl tasks take chat, instruction, "
+                raise TaskFileError(f"{where}{field_part}: {error.message} ({task} tasks take chat, instruction, "
                                     f"prompt/completion or text records with an assistant turn)")
-            for record in valid:
-                docs.extend(_turn_docs(tokenizer, record))
+            yield from valid
     except InputFileError as exc:
         raise TaskFileError(str(exc)) from exc
     if validator.summary.records_read == 0:
         raise TaskFileError(f"{path}: the file is empty (no records)")
+
+
+def ppl_docs(path: Path, tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """One item per assistant turn: the conversation before it (with the generation prompt) as context, the
+    turn and its end-of-turn token as continuation, and the continuation's token count."""
+    return [doc for record in chat_records(path, "ppl") for doc in _turn_docs(tokenizer, record)]
+
+
+def gen_chat_docs(path: Path, tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """Generation items from chat records (a fine-tune's held-out split): the conversation before the last
+    assistant turn, in the chat template with the generation prompt, as prompt; that turn as reference."""
+    docs = []
+    for record in chat_records(path, "gen"):
+        messages = [{"role": m["role"], "content": _content_text(m.get("content"))} for m in record["messages"]]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        docs.append({"id": record["id"], "record": record["id"],
+                     "prompt": render_chat(tokenizer, messages[:last], add_generation_prompt=True),
+                     "reference": messages[last]["content"].strip()})
     return docs
 
 

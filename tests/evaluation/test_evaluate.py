@@ -116,7 +116,8 @@ def comparison(tiny_model: Path, adapter: Path, inert_adapter: Path, task_files:
         model=str(tiny_model), adapters=[f"tuned={adapter}", str(inert_adapter)],
         tasks=[f"mc:{task_files['mc']}", TaskSpec(format="gen", path=str(task_files["gen"]), regex=r"(\w+)"),
                f"ppl:{task_files['ppl']}", f"mmlu:{task_files['mmlu']}", f"arc_easy:{bench / 'arc_easy/validation.json'}",
-               f"logiqa-en:{bench / 'agieval/logiqa-en.jsonl'}", f"gsm8k:{bench / 'gsm8k/test.jsonl'}"],
+               f"logiqa-en:{bench / 'agieval/logiqa-en.jsonl'}", f"gsm8k:{bench / 'gsm8k/test.jsonl'}",
+               TaskSpec(format="gen", path=str(task_files["ppl"]), name="replies")],
         limit=6, max_gen_toks=6, seed=3, bootstrap_samples=2000, cache_dir=str(out / "cache"),
         training_run=str(training_run), curation_report=str(curation_report))
     events: list[dict] = []
@@ -127,7 +128,7 @@ def comparison(tiny_model: Path, adapter: Path, inert_adapter: Path, task_files:
 def test_every_model_is_scored_on_the_same_items_of_every_task(comparison: tuple) -> None:
     _, report, _, _ = comparison
     assert [m.label for m in report.models] == ["base", "tuned", "untrained"]
-    assert [t.name for t in report.tasks] == ["mc", "gen", "ppl", "mmlu", "arc_easy", "logiqa-en", "gsm8k"]
+    assert [t.name for t in report.tasks] == ["mc", "gen", "ppl", "mmlu", "arc_easy", "logiqa-en", "gsm8k", "replies"]
     for task in report.tasks:
         assert set(task.scores) == {"base", "tuned", "untrained"}
         assert task.items_evaluated == min(6, task.items_total)
@@ -165,6 +166,16 @@ def test_generation_tasks_score_exact_match_containment_rouge_and_chrf(compariso
     assert gen.primary == "exact_match,strip"
     gsm = report.task("gsm8k")
     assert {"exact_match,strict-match", "exact_match,flexible-extract"} <= {m.key for m in gsm.scores["base"]}
+
+
+def test_held_out_chat_records_become_generation_items(comparison: tuple) -> None:
+    _, report, out, _ = comparison
+    replies = report.task("replies")
+    assert replies.items_total == len(CHATS) and replies.output_type == "generate_until"
+    items = [json.loads(line) for line in (out / "report" / "tasks" / "assay_replies.jsonl").read_text().splitlines()]
+    assert items[0]["prompt"] == "<|user|>\nWhat is the capital of France?<|end|>\n<|assistant|>\n"
+    assert items[0]["reference"] == "Paris is the capital of France."
+    assert {"rouge_l,strip", "chrf_sentence,strip"} <= {m.key for m in replies.scores["base"]}
 
 
 def test_perplexity_is_per_token_on_assistant_turns_and_lower_is_better(comparison: tuple) -> None:
