@@ -249,3 +249,14 @@ def test_a_bare_task_name_runs_the_users_own_lm_eval_task(tiny_model: Path, task
     assert (result.name, result.format, result.lm_eval_task, result.primary) == ("my_quiz", "lm_eval", "my_quiz", "acc")
     assert result.items_total == len(MC_ITEMS) and result.items_evaluated == 4
     assert 0 <= result.score("base", "acc").value <= 1
+
+
+def test_the_chat_template_wraps_prompts_but_never_rewraps_ppl_items(comparison: tuple, tmp_path: Path) -> None:
+    spec, plain, _, _ = comparison
+    wrapped = evaluate(EvalSpec(model=spec.model, tasks=spec.tasks[:3], limit=6, chat_template=True, cache=False),
+                       tmp_path / "out")
+    assert wrapped.metadata.chat_template is True
+    # ppl items already hold the chat template: the flag must not change a single log-likelihood
+    assert wrapped.task("ppl").score("base", "loss").value == pytest.approx(plain.task("ppl").score("base", "loss").value,
+                                                                          abs=1e-6)
+    assert wrapped.task("mc").items_evaluated == plain.task("mc").items_evaluated == 6
