@@ -10,3 +10,7 @@ class EvalInputError(ValueError):
 
 class TaskFileError(EvalInputError):
     """A task file of the wrong shape: names the file, the line or item, the fields expected and what is wrong."""
+
+
+class EvaluationCancelled(Exception):
+    """`should_stop` returned True; the evaluation stopped before its next model or task, writing no report."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.evaluation.errors import EvalInputError
+from assay.evaluation.errors import EvalInputError, EvaluationCancelled
 from assay.evaluation.models import ModelTarget
 from assay.evaluation.tasks import PreparedTask
 from assay.schemas.evaluation import AdapterCheck, ModelRun
@@ -158,8 +158,10 @@ def load_lm_tasks(tasks: list[PreparedTask], manager: Any) -> None:
 
 
 def score_model(target: ModelTarget, tasks: list[PreparedTask], settings: HarnessSettings, manager: Any,
-                cache_file: str | None, on_event: Event | None = None) -> ModelScores:
-    """Load the model once, then run lm-eval task by task; the cache file holds this model's responses."""
+                cache_file: str | None, on_event: Event | None = None,
+                should_stop: Callable[[], bool] | None = None) -> ModelScores:
+    """Load the model once, then run lm-eval task by task; the cache file holds this model's responses.
+    `should_stop` is asked before each task (EvaluationCancelled)."""
     from lm_eval import simple_evaluate
 
     started = time.perf_counter()
@@ -171,6 +173,8 @@ def score_model(target: ModelTarget, tasks: list[PreparedTask], settings: Harnes
     scores: dict[str, TaskScores] = {}
     requests = 0
     for number, task in enumerate(tasks, start=1):
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled("evaluation cancelled")
         emit({"event": "task_started", "model": target.label, "task": task.name, "index": number,
               "tasks": len(tasks), "items": len(task.evaluated)})
         task_started = time.perf_counter()
@@ -184,8 +188,7 @@ def score_model(target: ModelTarget, tasks: list[PreparedTask], settings: Harnes
                 random_seed=settings.seed, numpy_random_seed=settings.seed, torch_random_seed=settings.seed,
                 fewshot_random_seed=settings.seed)
         assert results is not None  # rank 0 of one process always has results
-        scored = task_scores(task, results)
-        scores[task.name] = scored
+        scores[task.name] = task_scores(task, results)
         task_requests = sum(len(s["arguments"]) for s in results["samples"][task.lm_name]
                             if s["filter"] == _first_filter(results["samples"][task.lm_name]))
         requests += task_requests
@@ -205,11 +208,8 @@ def _first_filter(samples: list[dict[str, Any]]) -> str:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool):
-        return float(value)
-    return None
+    """A per-item metric value as a float (bools and numpy scalars too); None for anything else."""
+    return float(value) if isinstance(value, (int, float, np.integer, np.floating, np.bool_)) else None
 
 
 def task_scores(task: PreparedTask, results: dict[str, Any]) -> TaskScores:

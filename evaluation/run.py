@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.evaluation.errors import EvalInputError
+from assay.evaluation.errors import EvalInputError, EvaluationCancelled
 from assay.evaluation.harness import HarnessSettings, ModelScores, TaskScores
 from assay.evaluation.models import ModelTarget
 from assay.evaluation.stats import (
@@ -36,10 +36,6 @@ from assay.schemas.evaluation import (
 
 Event = Callable[[dict[str, Any]], None]
 PROMPT_CHARS = 600  # shown tail of a prompt in disagreement examples (few-shot prompts are long)
-
-
-class EvaluationCancelled(Exception):
-    """`should_stop` returned True between two models; nothing was written."""
 
 
 def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
@@ -103,7 +99,7 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
             raise EvaluationCancelled("evaluation cancelled")
         cache_file = (str(settings.cache_dir / cache_key(target, settings.device, settings.dtype))
                       if spec.cache and settings.cache_dir else None)
-        scored.append(harness.score_model(target, tasks, settings, manager, cache_file, emit))
+        scored.append(harness.score_model(target, tasks, settings, manager, cache_file, emit, should_stop))
 
     report = BenchmarkReport(
         spec=spec,

@@ -260,3 +260,17 @@ def test_the_chat_template_wraps_prompts_but_never_rewraps_ppl_items(comparison:
     assert wrapped.task("ppl").score("base", "loss").value == pytest.approx(plain.task("ppl").score("base", "loss").value,
                                                                           abs=1e-6)
     assert wrapped.task("mc").items_evaluated == plain.task("mc").items_evaluated == 6
+
+
+def test_should_stop_cancels_between_tasks_and_writes_no_report(tiny_model: Path, task_files: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    from assay.evaluation import EvaluationCancelled
+
+    done: list[dict] = []
+    spec = EvalSpec(model=str(tiny_model), tasks=[f"mc:{task_files['mc']}", f"mmlu:{task_files['mmlu']}"],
+                    cache=False)
+    with pytest.raises(EvaluationCancelled):
+        evaluate(spec, tmp_path / "out", on_event=done.append, should_stop=lambda: any(
+            e["event"] == "task_done" for e in done))
+    assert [e["task"] for e in done if e["event"] == "task_done"] == ["mc"]
+    assert not (tmp_path / "out" / "eval_report.json").exists()
