@@ -122,6 +122,13 @@ def _fill_builtin_docs(tasks: list[PreparedTask], spec: EvalSpec) -> None:
 
     for task in tasks:
         if task.builtin:
+            # the run's settings apply to registry tasks as to file tasks (lm-eval's own defaults otherwise)
+            shots = task.spec.num_fewshot if task.spec.num_fewshot is not None else spec.num_fewshot
+            if shots is not None:
+                task.lm_task.set_config(key="num_fewshot", value=shots)
+            tokens = task.spec.max_gen_toks or spec.max_gen_toks
+            if tokens is not None and task.lm_task.OUTPUT_TYPE == "generate_until":
+                task.lm_task.set_config(key="generation_kwargs", value={"max_gen_toks": tokens}, update=True)
             task.docs = [dict(doc) for doc in task.lm_task.eval_docs]
             task.sample = sample_indices(len(task.docs), spec.limit, spec.seed)
             task.config = {"output_type": task.lm_task.OUTPUT_TYPE,

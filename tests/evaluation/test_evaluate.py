@@ -243,10 +243,12 @@ def test_a_bare_task_name_runs_the_users_own_lm_eval_task(tiny_model: Path, task
                                                               "answer in choices else 0}}",
             "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
     (folder / "my_quiz.yaml").write_text(yaml.safe_dump(task))
-    spec = EvalSpec(model=str(tiny_model), tasks=["my_quiz"], include_paths=[str(folder)], limit=4, cache=False)
+    spec = EvalSpec(model=str(tiny_model), tasks=["my_quiz"], include_paths=[str(folder)], limit=4, num_fewshot=1,
+                    cache=False)
     report = evaluate(spec, tmp_path / "out")
     [result] = report.tasks
     assert (result.name, result.format, result.lm_eval_task, result.primary) == ("my_quiz", "lm_eval", "my_quiz", "acc")
+    assert result.num_fewshot == 1
     assert result.items_total == len(MC_ITEMS) and result.items_evaluated == 4
     assert 0 <= result.score("base", "acc").value <= 1
 
