@@ -27,20 +27,22 @@ def _fail(message: str) -> None:
 
 
 def eval_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model: a registered name or a local HF folder.")],
-    tasks: Annotated[list[str], typer.Option("--tasks", "-t", help=TASKS_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for eval_report.json/.md/.html.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Base model: a registered name or a local HF folder (required unless in --config).")] = None,
+    tasks: Annotated[list[str] | None, typer.Option("--tasks", "-t", help=TASKS_HELP)] = None,
     adapter: Annotated[list[str] | None, typer.Option(
         "--adapter", "-a", help="A LoRA adapter folder (or fine-tuning output) to compare with the base, "
                                 "optionally LABEL=PATH; repeatable.")] = None,
     limit: Annotated[int | None, typer.Option(help="Score a seeded random sample of N items per task.")] = None,
     num_fewshot: Annotated[int | None, typer.Option(help="Few-shot examples (default: each format's own).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Requests per forward pass.")] = 8,
+    batch_size: Annotated[int | None, typer.Option(help="Requests per forward pass (default 8).")] = None,
     max_gen_toks: Annotated[int | None, typer.Option(
         help="Most tokens generated per item in generation tasks (default: the format's, 256).")] = None,
-    chat_template: Annotated[bool, typer.Option(
-        "--chat-template/--no-chat-template", help="Wrap prompts in the tokenizer's chat template.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the item sample, few-shot examples and bootstrap.")] = 1234,
+    chat_template: Annotated[bool | None, typer.Option(
+        "--chat-template/--no-chat-template", help="Wrap prompts in the tokenizer's chat template (default off).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the item sample, few-shot examples and bootstrap (default 1234).")] = None,
     training_run: Annotated[Path | None, typer.Option(
         help="Fine-tuning output folder (or its training JSONL): contamination check and joined report.")] = None,
     curation_report: Annotated[Path | None, typer.Option(
@@ -51,19 +53,20 @@ def eval_command(
         help="A folder of your own lm-eval task YAMLs, for bare task names; repeatable.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use lm-eval's request cache.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(
-        help="Request cache folder [default: $ASSAY_HOME/eval-cache].")] = None,
+        help="Request cache folder (default: $ASSAY_HOME/eval-cache).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Score the base model and every adapter on the same items; print the comparison and write the report."""
+    """Score the base model and every adapter on the same items; print the comparison and write the report.
+    Flags override the values of --config."""
     from pydantic import ValidationError
 
     from assay.schemas.evaluation import EvalSpec
 
     try:
-        data: dict[str, Any] = EvalSpec.from_yaml(config).model_dump(exclude_unset=True) if config else {}
-        data.update({"model": model, "tasks": tasks, "seed": seed, "batch_size": batch_size,
-                     "chat_template": chat_template})
-        optional = {"adapters": adapter, "limit": limit, "max_gen_toks": max_gen_toks, "num_fewshot": num_fewshot, "device": device,
+        data = _read_config(config) if config else {}
+        optional = {"model": model, "tasks": tasks, "seed": seed, "batch_size": batch_size,
+                    "chat_template": chat_template, "adapters": adapter, "limit": limit, "max_gen_toks": max_gen_toks,
+                    "num_fewshot": num_fewshot, "device": device,
                     "training_run": str(training_run) if training_run else None,
                     "curation_report": str(curation_report) if curation_report else None,
                     "include_paths": [str(p) for p in include_path] if include_path else None,
@@ -93,12 +96,30 @@ def eval_command(
     _print_summary(report, out)
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    """The spec file as a mapping; validated together with the flags, so a flag may supply what it lacks."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: the spec must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
 def _spec_error(exc: Any) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         message = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"unknown key '{loc}'" if err["type"] == "extra_forbidden" else f"{loc}: {message}")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{loc}'")
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: required (give --{loc.replace('_', '-')} or `{loc}:` in --config)")
+        else:
+            lines.append(f"{loc}: {message}")
     return "; ".join(lines)
 
 

@@ -65,6 +65,18 @@ def test_an_unknown_task_is_one_line(model: Path, tmp_path: Path) -> None:
     assert line.startswith("error: tasks: unknown task format 'arcc' in 'arcc:x.json'")
 
 
+def test_a_spec_file_is_checked_and_flags_complete_it(tmp_path: Path) -> None:
+    config = tmp_path / "eval.yaml"
+    config.write_text("model: m\ntasks: [mc:quiz.jsonl]\ncolour: blue\n")
+    assert one_error_line(assay("eval", "--config", config, "--out", tmp_path / "out", "--quiet")) == \
+        "error: unknown key 'colour'"
+    config.write_text("tasks: [mc:quiz.jsonl]\n")
+    assert one_error_line(assay("eval", "--config", config, "--out", tmp_path / "out")) == \
+        "error: model: required (give --model or `model:` in --config)"
+    line = one_error_line(assay("eval", "--config", config, "--model", tmp_path, "--out", tmp_path / "out"))
+    assert line == f"error: model {tmp_path}: the folder has no config.json (not a Hugging Face model folder)"
+
+
 def test_a_missing_model_or_adapter_is_one_line(model: Path, tmp_path: Path) -> None:
     quiz = tmp_path / "quiz.jsonl"
     quiz.write_text("".join(json.dumps(r) + "\n" for r in QUIZ))
