@@ -503,6 +503,9 @@ def _register_optional() -> None:
     from assay.api.cli_train import register as register_training
 
     register_training(app)
+    from assay.api.cli_eval import register as register_eval
+
+    register_eval(app)
 
 
 _register_optional()

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from assay.schemas.curation import CurationSpec
+from assay.schemas.evaluation import BenchmarkReport, EvalSpec
 from assay.schemas.records import (
     CanonicalRecord,
     ChatRecord,
@@ -29,6 +30,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "finetune_spec": FineTuneSpec,
     "training_event": TrainingEvent,
     "training_report": TrainingReport,
+    "eval_spec": EvalSpec,
+    "benchmark_report": BenchmarkReport,
 }
 
 
