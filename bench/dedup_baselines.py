@@ -62,41 +62,42 @@ _WORDS = re.compile(r"\w+")
 # ---------------------------------------------------------------- data and ground truth
 
 
-def _vocabulary(rng: random.Random) -> tuple[list[str], list[float]]:
+def _vocabulary(seed: int) -> tuple[list[str], np.ndarray]:
+    rng = random.Random(seed)
     vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(30000)]
-    cum, total = [], 0.0
-    for rank in range(len(vocab)):
-        total += 1.0 / (rank + 1)
-        cum.append(total)
-    return vocab, cum
+    weights = 1.0 / np.arange(1, len(vocab) + 1)
+    return vocab, weights / weights.sum()
 
 
 def document_stream(n: int, seed: int = 0, copy_share: float = 0.1, recent: int = 20_000
                     ) -> Iterator[tuple[list[str], list[int]]]:
     """Batches of (texts, source index or -1): originals, and copies of a recent original with 0-3 edits."""
-    rng = random.Random(seed)
-    vocab, cum = _vocabulary(rng)
+    vocab, p = _vocabulary(seed)
+    gen = np.random.default_rng(seed)
     originals: list[tuple[int, str]] = []  # ring of recent originals to copy from
     done = 0
     while done < n:
+        count = min(BATCH, n - done)
+        words_of = gen.choice(len(vocab), size=(count, 90), p=p).tolist()
+        is_copy = (gen.random(count) < copy_share).tolist()
         texts, sources = [], []
-        for i in range(done, min(done + BATCH, n)):
-            if originals and rng.random() < copy_share:
-                source, text = rng.choice(originals)
+        for k in range(count):
+            if originals and is_copy[k]:
+                source, text = originals[int(gen.integers(len(originals)))]
                 words = text.split()
-                for _ in range(rng.randint(0, 3)):
-                    words[rng.randrange(len(words))] = rng.choice(vocab)
+                for _ in range(int(gen.integers(4))):
+                    words[int(gen.integers(len(words)))] = vocab[int(gen.integers(len(vocab)))]
                 texts.append(" ".join(words))
                 sources.append(source)
             else:
-                text = " ".join(rng.choices(vocab, cum_weights=cum, k=90))[:520].rsplit(" ", 1)[0] + "."
+                text = " ".join(map(vocab.__getitem__, words_of[k]))[:520].rsplit(" ", 1)[0] + "."
                 texts.append(text)
                 sources.append(-1)
                 if len(originals) < recent:
-                    originals.append((i, text))
+                    originals.append((done + k, text))
                 else:
-                    originals[rng.randrange(recent)] = (i, text)
-        done += len(texts)
+                    originals[int(gen.integers(recent))] = (done + k, text)
+        done += count
         yield texts, sources
 
 
