@@ -32,6 +32,7 @@ batch and never held (the child keeps the last 20,000 originals to copy from, ~1
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import re
@@ -57,6 +58,8 @@ NGRAM = 5
 THRESHOLD = 0.8
 NUM_PERM = 128
 _WORDS = re.compile(r"\w+")
+# rensa is optional (`pip install 'assay[bench]'`); without it its rows are left out, saying so
+HAVE_RENSA = importlib.util.find_spec("rensa") is not None
 
 
 # ---------------------------------------------------------------- data and ground truth
@@ -326,6 +329,9 @@ def speed(args: argparse.Namespace) -> None:
             ("rensa RMinHashDeduplicator.add_pairs", lambda: rensa_dedup(word_ngrams(t) for t in texts), True),
             (assay_label, lambda: assay_from_texts(texts, config, folder), True),
         ]
+        if not HAVE_RENSA:
+            print("rensa is not installed (pip install 'assay[bench]'): its rows are left out.")
+            raw = [c for c in raw if not c[0].startswith("rensa")]
         print_table("From raw text (each contender's own preprocessing):", time_contenders(raw, args.repeat),
                     truth, assay_label)
 
@@ -338,6 +344,7 @@ def speed(args: argparse.Namespace) -> None:
             ("rensa RMinHashDeduplicator.add_pairs", lambda: rensa_dedup(iter(shared)), True),
             (assay_label, lambda: assay_from_shingles(shared, config, folder), True),
         ]
+        on_shared = [c for c in on_shared if HAVE_RENSA or not c[0].startswith("rensa")]
         print_table("From shared shingles (the same UTF-8 word 5-grams for all; each hashes them itself):",
                     time_contenders(on_shared, args.repeat), truth, assay_label)
 
@@ -371,6 +378,13 @@ def rss_child(n: int, kind: str) -> None:
     stream = _TimedStream(n)
     started = time.perf_counter()
     drop = np.zeros(0, dtype=bool)
+    # every child imports all contenders' libraries, so the imports-only child (n = 0) is a common floor
+    import datasketch  # noqa: F401
+    import scipy.sparse.csgraph  # noqa: F401
+
+    if HAVE_RENSA:
+        import rensa  # noqa: F401
+    Sketcher(config)
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "assay" and n:
             sketcher = Sketcher(config)
@@ -408,22 +422,25 @@ def measure_rss(n: int, kind: str) -> dict[str, Any]:
 
 def memory(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.rss_sizes.split(",") if int(s)]
-    kinds = [k for k in args.rss_kinds.split(",") if k]
+    kinds = [k for k in args.rss_kinds.split(",") if k and (HAVE_RENSA or k != "rensa")]
     limits = {"datasketch": args.datasketch_max}
     print("\nPeak RSS of the whole decision run (fresh child per row; imports-only floor in the first row):\n")
-    print("| contender | documents | peak RSS MB | MB per 100k documents above the floor | planted copies | "
-          "dropped | seconds in the contender |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| contender | documents | peak RSS MB | MB per 100k documents above the floor | MB per 100k since the "
+          "previous row | planted copies | dropped | seconds in the contender |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     floor = measure_rss(0, "assay")
-    print(f"| (imports only) | 0 | {floor['peak_rss_mb']} | | | | |")
+    print(f"| (imports only) | 0 | {floor['peak_rss_mb']} | | | | | |")
     for kind in kinds:
+        previous = (0, floor["peak_rss_mb"])
         for n in sizes:
             if n > limits.get(kind, n):
                 continue
             r = measure_rss(n, kind)
             per = (r["peak_rss_mb"] - floor["peak_rss_mb"]) / (n / 100_000)
-            print(f"| {kind} | {n:,} | {r['peak_rss_mb']} | {per:.0f} | {r['planted']:,} | {r['dropped']:,} | "
-                  f"{r['seconds']} |", flush=True)
+            slope = (r["peak_rss_mb"] - previous[1]) / ((n - previous[0]) / 100_000)
+            previous = (n, r["peak_rss_mb"])
+            print(f"| {kind} | {n:,} | {r['peak_rss_mb']} | {per:.0f} | {slope:.0f} | {r['planted']:,} | "
+                  f"{r['dropped']:,} | {r['seconds']} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
