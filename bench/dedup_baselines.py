@@ -221,13 +221,15 @@ def rensa_dedup(token_lists: Iterator[list[Any]]) -> np.ndarray:
 
 
 def assay_decisions(sketch_batches: Iterator[tuple[np.ndarray, np.ndarray, ShingleSets]], n: int,
-                    config: DedupConfig, folder: Path) -> np.ndarray:
+                    config: DedupConfig, folder: Path, on_sketched: Callable[[], None] | None = None) -> np.ndarray:
     store = SketchStore(folder, "bench", config.num_perm)
     done = 0
     for exact, signatures, sets in sketch_batches:
         store.add([str(i) for i in range(done, done + len(exact))], exact, signatures, sets)
         done += len(exact)
     sketches = store.finish()
+    if on_sketched is not None:
+        on_sketched()
     result = cluster_duplicates(sketches, np.ones(n, bool), np.zeros(n, np.int64), np.zeros(n), config)
     return result.status != 0
 
@@ -378,6 +380,7 @@ def rss_child(n: int, kind: str) -> None:
     stream = _TimedStream(n)
     started = time.perf_counter()
     drop = np.zeros(0, dtype=bool)
+    sketched_peak: list[float] = []  # Assay: peak RSS once every document is sketched, before clustering
     # every child imports all contenders' libraries, so the imports-only child (n = 0) is a common floor
     import datasketch  # noqa: F401
     import scipy.sparse.csgraph  # noqa: F401
@@ -388,7 +391,8 @@ def rss_child(n: int, kind: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "assay" and n:
             sketcher = Sketcher(config)
-            drop = assay_decisions((sketcher.sketch(texts) for texts in stream), n, config, Path(tmp))
+            drop = assay_decisions((sketcher.sketch(texts) for texts in stream), n, config, Path(tmp),
+                                   lambda: sketched_peak.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
         elif kind == "rensa" and n:
             from rensa import RMinHashDeduplicator
 
@@ -411,7 +415,8 @@ def rss_child(n: int, kind: str) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"docs": n, "kind": kind, "peak_rss_mb": round(peak_mb), "planted": stream.planted,
                       "dropped": int(np.count_nonzero(drop)), "seconds": round(wall - stream.seconds, 1),
-                      "generation_seconds": round(stream.seconds, 1)}))
+                      "generation_seconds": round(stream.seconds, 1),
+                      "peak_rss_sketched_mb": round(sketched_peak[0] / 1024) if sketched_peak else None}))
 
 
 def measure_rss(n: int, kind: str) -> dict[str, Any]:
@@ -426,10 +431,10 @@ def memory(args: argparse.Namespace) -> None:
     limits = {"datasketch": args.datasketch_max}
     print("\nPeak RSS of the whole decision run (fresh child per row; imports-only floor in the first row):\n")
     print("| contender | documents | peak RSS MB | MB per 100k documents above the floor | MB per 100k since the "
-          "previous row | planted copies | dropped | seconds in the contender |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "previous row | planted copies | dropped | seconds in the contender | peak RSS MB before clustering |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     floor = measure_rss(0, "assay")
-    print(f"| (imports only) | 0 | {floor['peak_rss_mb']} | | | | | |")
+    print(f"| (imports only) | 0 | {floor['peak_rss_mb']} | | | | | | |")
     for kind in kinds:
         previous = (0, floor["peak_rss_mb"])
         for n in sizes:
@@ -440,7 +445,7 @@ def memory(args: argparse.Namespace) -> None:
             slope = (r["peak_rss_mb"] - previous[1]) / ((n - previous[0]) / 100_000)
             previous = (n, r["peak_rss_mb"])
             print(f"| {kind} | {n:,} | {r['peak_rss_mb']} | {per:.0f} | {slope:.0f} | {r['planted']:,} | "
-                  f"{r['dropped']:,} | {r['seconds']} |", flush=True)
+                  f"{r['dropped']:,} | {r['seconds']} | {r.get('peak_rss_sketched_mb') or '-'} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
