@@ -48,8 +48,8 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from assay.curation.dedup import Sketcher, cluster_duplicates
 from assay.curation.dedup_index import SketchStore
+from assay.curation.duplicates import Sketcher, cluster_duplicates
 from assay.curation.minhash import MinHasher, ShingleSets, normalise_text, shingles, xxh32_ranges
 from assay.schemas.dedup import DedupConfig
 
@@ -230,7 +230,7 @@ def assay_decisions(sketch_batches: Iterator[tuple[np.ndarray, np.ndarray, Shing
     sketches = store.finish()
     if on_sketched is not None:
         on_sketched()
-    result = cluster_duplicates(sketches, np.ones(n, bool), np.zeros(n, np.int64), np.zeros(n), config)
+    result = cluster_duplicates(sketches, np.zeros(n, np.int64), np.zeros(n), config)
     return result.status != 0
 
 
@@ -463,10 +463,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     with open("/proc/loadavg") as f:
         print(f"load average before: {' '.join(f.read().split()[:3])}")
-    if args.docs:
-        speed(args)
+    # memory first, while this process is small: a child started later would inherit this process's
+    # peak RSS (Linux keeps ru_maxrss across fork and exec)
     if args.rss_sizes.strip("0,"):
         memory(args)
+    if args.docs:
+        speed(args)
     with open("/proc/loadavg") as f:
         print(f"\nload average after: {' '.join(f.read().split()[:3])}")
 

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from assay.curation.contamination import ContainmentIndex, ContaminationIndex, Decontaminator, read_items
-from assay.curation.dedup import Sketcher, cluster_duplicates, conflict_keys
 from assay.curation.dedup_index import CorpusLookup
+from assay.curation.duplicates import Sketcher, cluster_duplicates, conflict_keys
 from assay.curation.minhash import lsh_bands
 from assay.schemas.dedup import DedupConfig
 
@@ -156,7 +156,7 @@ def bib_counts(records: list[dict[str, str]], truth: set[tuple[str, str]], style
     texts = [accuracy.bib_text(r, style) for r in records]
     ids = [r["ID"] for r in records]
     sketches = accuracy.sketch(texts, config, work, "bib")
-    result = cluster_duplicates(sketches, np.ones(len(ids), bool), np.array([len(t) for t in texts]),
+    result = cluster_duplicates(sketches, np.array([len(t) for t in texts]),
                                 np.zeros(len(ids)), config, conflict_keys(records, config))
     groups: dict[int, list[str]] = {}
     for i, c in enumerate(result.cluster.tolist()):
