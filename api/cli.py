@@ -367,6 +367,9 @@ def _register_optional() -> None:
         from assay.api.cli_serve import register
 
         register(app)
+    from assay.api.cli_judge import register as register_judge  # serve-model, judge
+
+    register_judge(app)
 
 
 _register_optional()
