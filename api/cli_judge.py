@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -20,7 +19,7 @@ from typer.core import TyperGroup
 class _DefaultRunGroup(TyperGroup):
     """`assay judge DATA ...` means `assay judge run DATA ...`; `calibrate` and `mt-bench` are subcommands."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
@@ -44,8 +43,7 @@ def _fail(message: str, code: int = 2) -> None:
 def resolve_model_dir(name: str) -> Path:
     """A model name through the model registry when it is installed, else a local Hugging Face folder."""
     if importlib.util.find_spec("assay.training.models") is not None:
-        from assay.training import models as registry
-
+        registry = importlib.import_module("assay.training.models")
         resolve = getattr(registry, "resolve_model", None)
         local = getattr(registry, "local_model_path", None)
         if resolve is not None and local is not None:
@@ -116,7 +114,7 @@ def serve_model(
         _fail(str(exc))
         return
     keys = env_api_keys()
-    stored = bool(data_dir) and _stored_keys(data_dir)
+    stored = data_dir is not None and _stored_keys(data_dir)
     if not keys and not stored and not is_loopback(host):
         if not insecure:
             _fail(f"refusing to listen on {host} without API keys: set ASSAY_API_KEYS, use --data-dir with keys "
@@ -131,7 +129,7 @@ def serve_model(
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:
-        engine = InferenceEngine.load(folder, adapters, device=device, dtype=dtype, max_batch_size=max_batch_size,
+        engine = InferenceEngine.load(folder, dict(adapters), device=device, dtype=dtype, max_batch_size=max_batch_size,
                                       threads=threads)
     except (GenerationError, OSError, ValueError) as exc:
         _fail(f"cannot load {model}: {exc}")
@@ -290,18 +288,20 @@ def judge_run(
     from pydantic import ValidationError
 
     from assay.evaluation.judge.engine import DataError, JudgeSettings, file_sha256, load_items
+    from assay.evaluation.judge.prompts import TemplateError, check_template
     from assay.evaluation.judge.rubrics import load_rubric
 
     try:
         _check_numbers(samples, concurrency, limit)
         loaded = load_rubric(rubric)
+        check_template(loaded)
         items = load_items(data, loaded.mode, label_field=label_field, limit=limit)
         backend = _backend(judge_model, judge_url, judge_key, timeout=timeout, attempts=attempts, cache=cache,
                            no_cache=no_cache, logprobs=logprobs)
     except ValidationError as exc:
         _fail(_rubric_error(rubric, exc))
         return
-    except (DataError, FileNotFoundError, ValueError, OSError) as exc:
+    except (DataError, TemplateError, FileNotFoundError, ValueError, OSError) as exc:
         _fail(str(exc))
         return
     settings = JudgeSettings(samples=samples, concurrency=concurrency, label_field=label_field, seed=seed,

@@ -24,7 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from assay.api.auth import KeyRing, RateLimiter, authorize
 from assay.api.errors import APIError, install_error_handlers
-from assay.evaluation.inference import Completion, GenerationError, InferenceEngine, SamplingParams, TokenLogprob
+from assay.evaluation.inference import (
+    Completion,
+    GenerationError,
+    InferenceEngine,
+    SamplingParams,
+    TokenLogprob,
+)
 
 log = logging.getLogger("assay.model_server")
 MAX_N = 16
@@ -284,7 +290,7 @@ def router(engine: InferenceEngine, config: ModelServerConfig) -> APIRouter:
             return _stream(request, engine, prompts[0], params_list[0], body, adapter, completion_id, chat=False)
         results = await asyncio.gather(*[_generate(engine, ids, params, body.n, adapter, request)
                                          for ids, params in zip(prompts, params_list, strict=True)])
-        choices = []
+        choices: list[dict[str, Any]] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         for ids, completions_ in zip(prompts, results, strict=True):
             for c in completions_:
@@ -308,7 +314,7 @@ def _prompt_ids(engine: InferenceEngine, prompt: str | list[str] | list[int] | l
     if isinstance(prompt, str):
         return [engine.text_prompt_ids(prompt)]
     if all(isinstance(p, int) for p in prompt):
-        return [[int(p) for p in prompt]]  # type: ignore[union-attr]
+        return [[int(p) for p in prompt if isinstance(p, int)]]
     out = []
     for p in prompt:
         if isinstance(p, str):
@@ -413,7 +419,8 @@ def _stream(request: Request, engine: InferenceEngine, prompt_ids: list[int], pa
                               "finish_reason": None} for i in range(body.n)])
             while not (done.done() and queue.empty()):
                 getter = asyncio.ensure_future(queue.get())
-                finished, _ = await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {getter, done}
+                finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if getter in finished:
                     index, text, logprobs = getter.result()
                     if text or logprobs:

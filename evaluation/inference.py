@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -137,7 +137,7 @@ class InferenceEngine:
 
     # -- loading -------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_dir: str | Path, adapters: dict[str, str | Path] | None = None, *,
+    def load(cls, model_dir: str | Path, adapters: Mapping[str, str | Path] | None = None, *,
              device: str | None = None, dtype: str | None = None, max_batch_size: int = 8,
              batch_wait_s: float = 0.01, threads: int | None = None) -> InferenceEngine:
         """Load a Hugging Face model folder (and LoRA adapter folders by name) for generation."""
@@ -147,8 +147,8 @@ class InferenceEngine:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = _torch_dtype(dtype, device)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype).to(device)
-        model.eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype)
+        model = model.to(device).eval()
         engine = cls(model, tokenizer, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s, threads=threads)
         for name, folder in (adapters or {}).items():
             engine.add_adapter(name, folder)
@@ -529,7 +529,7 @@ def _torch_dtype(dtype: str | None, device: str) -> Any:
 
 
 @contextmanager
-def loaded_engine(model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
+def loaded_engine(model_dir: str | Path, adapters: Mapping[str, str | Path] | None = None,
                   **kwargs: Any) -> Iterator[InferenceEngine]:
     """An engine for the length of a `with` block."""
     engine = InferenceEngine.load(model_dir, adapters, **kwargs)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from assay.schemas.curation import CurationSpec
+from assay.schemas.judge import JudgeComparison, JudgeReport, JudgeVerdict, Rubric
 from assay.schemas.records import (
     CanonicalRecord,
     ChatRecord,
@@ -25,6 +26,10 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "canonical_record": CanonicalRecord,
     "curation_spec": CurationSpec,
     "quality_report": QualityReport,
+    "rubric": Rubric,
+    "judge_verdict": JudgeVerdict,
+    "judge_report": JudgeReport,
+    "judge_comparison": JudgeComparison,
 }
 
 

@@ -140,7 +140,7 @@ class OpenAIHTTPBackend:
         import httpx
         from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-        backoff = wait_exponential_jitter(initial=self.backoff_s, max=self.max_backoff_s)
+        backoff = wait_exponential_jitter(multiplier=self.backoff_s, max=self.max_backoff_s, jitter=self.backoff_s)
 
         def wait(state: Any) -> float:
             error = state.outcome.exception() if state.outcome else None

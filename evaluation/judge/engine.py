@@ -343,14 +343,14 @@ class JudgeRun:
             result.overall = self._overall(result.scores)
         else:
             for unit in units:
-                ok = [v.choice for v in unit.finals() if v.status == "ok" and v.choice is not None]
+                picked: list[Choice] = [v.choice for v in unit.finals() if v.status == "ok" and v.choice is not None]
                 choice: Choice | None = None
-                if ok:
-                    top = metrics.majority_vote(ok)
+                if picked:
+                    top = metrics.majority_vote(picked)
                     # Samples split evenly between two answers are no verdict for either.
-                    counts = sorted((ok.count(c) for c in set(ok)), reverse=True)
+                    counts = sorted((picked.count(c) for c in set(picked)), reverse=True)
                     choice = "tie" if len(counts) > 1 and counts[0] == counts[1] else top
-                agreement = metrics.sample_agreement(ok)
+                agreement = metrics.sample_agreement(picked)
                 if agreement is not None:
                     agreements.append(agreement)
                 result.choices_by_order[unit.order or "ab"] = choice

@@ -54,10 +54,13 @@ def build_scripted_judge(out: Path) -> Path:
     build_tiny_model(out, corpus=[*default_corpus(), *([JUDGE_REPLY + " [[3]] [[5]]\n"] * 50)], seed=0)
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
-    pieces = [tokenizer.decode([i]) for i in tokenizer(JUDGE_REPLY, add_special_tokens=False)["input_ids"]]
-    token = {text: tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))[0] for text in [*pieces, "3", "5"]}
+    def ids(text: str) -> list[int]:
+        return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    reply_ids = ids(JUDGE_REPLY)
+    pieces = [tokenizer.decode([i]) for i in reply_ids]
+    token = {**dict(zip(pieces, reply_ids, strict=True)), "3": ids("3")[0], "5": ids("5")[0], "\n": ids("\n")[-1]}
     chain = ["\n", *pieces]
-    token["\n"] = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
     assert len({token[p] for p in chain}) == len(chain), f"the reply's tokens repeat: {pieces}"
     hidden = model.config.hidden_size
     with torch.no_grad():

@@ -38,7 +38,7 @@ def test_the_bootstrap_interval_brackets_the_mean() -> None:
     values = [1.0, 0.0, 1.0, 1.0, 0.5, 0.0, 1.0, 1.0, 0.0, 1.0] * 5
     low, high = metrics.bootstrap_ci(values)
     assert low is not None and high is not None
-    assert low < sum(values) / len(values) < high and 0.0 <= low and high <= 1.0
+    assert low < sum(values) / len(values) < high and low >= 0.0 and high <= 1.0
     assert metrics.bootstrap_ci([3.0]) == (None, None)
     assert metrics.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
 
