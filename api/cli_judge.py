@@ -409,3 +409,72 @@ def judge_mt_bench(
     prompts_path.write_bytes(b"".join(orjson.dumps(item.model_dump(exclude={"response"})) + b"\n" for item in items))
     typer.echo(f"rubric: {rubric_path}\nprompts: {prompts_path} ({len(items)} questions, "
                f"{sum(1 for i in items if i.reference)} with reference answers)")
+
+
+@judge_app.command("compare")
+def judge_compare(
+    model: Annotated[str, typer.Option("--model", "-m", help="Base model: a registry name or a local folder.")],
+    adapter: Annotated[list[str], typer.Option("--adapter", help="A tuned model as NAME=DIR (LoRA); repeatable.")],
+    prompts: Annotated[Path, typer.Option(help="JSONL of {prompt, reference?} or chat records (last user turn).")],
+    judge_model: JudgeModel,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (one judge-NAME/ per adapter).")],
+    rubric: Annotated[str, typer.Option("--rubric", "-r", help="A pairwise rubric.")] = "pairwise",
+    judge_url: JudgeUrl = None,
+    judge_key: JudgeKey = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 256,
+    samples: Samples = 1,
+    concurrency: Concurrency = 4,
+    no_cache: NoCache = False,
+    cache: CachePath = None,
+    timeout: Timeout = 120.0,
+    attempts: Attempts = 6,
+) -> None:
+    """Answer the prompts with the base model and each adapter, judge every pair in both orders, and print the
+    tuned model's tie-adjusted win rate with its bootstrap interval and a verdict."""
+    from pydantic import ValidationError
+
+    from assay.evaluation.judge.backends import JudgeBackendError
+    from assay.evaluation.judge.compare import judge_base_vs_tuned, load_prompts
+    from assay.evaluation.judge.engine import DataError, JudgeSettings
+    from assay.evaluation.judge.prompts import TemplateError, check_template
+    from assay.evaluation.judge.rubrics import load_rubric
+
+    try:
+        _check_numbers(samples, concurrency, limit)
+        loaded = load_rubric(rubric)
+        check_template(loaded)
+        if loaded.mode != "pairwise":
+            raise ValueError(f"comparing models needs a pairwise rubric; {rubric} is {loaded.mode}")
+        folder = resolve_model_dir(model)
+        adapters = _parse_adapters(adapter)
+        if not adapters:
+            raise ValueError("give at least one --adapter NAME=DIR")
+        items = load_prompts(prompts, limit)
+        backend = _backend(judge_model, judge_url, judge_key, timeout=timeout, attempts=attempts, cache=cache,
+                           no_cache=no_cache, logprobs=False)
+    except ValidationError as exc:
+        _fail(_rubric_error(rubric, exc))
+        return
+    except (DataError, TemplateError, FileNotFoundError, ValueError, OSError) as exc:
+        _fail(str(exc))
+        return
+    settings = JudgeSettings(samples=samples, concurrency=concurrency, limit=limit)
+    try:
+        results = judge_base_vs_tuned(folder, adapters, items, loaded, backend, settings=settings,
+                                      max_new_tokens=max_new_tokens, out_dir=out, base=model)
+    except DataError as exc:
+        _fail(str(exc))
+        return
+    except JudgeBackendError as exc:
+        _fail(str(exc), code=1)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparisons.json").write_text("[" + ",\n".join(c.model_dump_json(indent=2) for c in results.values())
+                                          + "]\n", encoding="utf-8")
+    for name, result in results.items():
+        typer.echo(f"{name} vs {model} on {result.prompts} prompts: tuned wins {result.tuned_wins}, base wins "
+                   f"{result.base_wins}, ties {result.ties}; tie-adjusted win rate {_num(result.tie_adjusted_win_rate)} "
+                   f"[{_num(result.ci_low)}, {_num(result.ci_high)}], position consistency "
+                   f"{_num(result.position_consistency)}: {result.verdict}")
+    typer.echo(f"comparisons: {out / 'comparisons.json'}")

@@ -89,6 +89,8 @@ def build_scripted_judge(out: Path) -> Path:
         for digit in SCORE_PROBABILITIES:
             head[token[after]] += scale * units[digit]
         model.config.tie_word_embeddings = False
+        # Attention is switched off, so any prompt length works: room for real judge prompts.
+        model.config.max_position_embeddings = 4096
         model.lm_head.weight = torch.nn.Parameter(head)
     model.save_pretrained(out)
     return out

@@ -128,3 +128,38 @@ def test_a_judge_that_ignores_the_format_is_retried_and_reported_not_crashed(
     assert report["calls"]["retried"] == 4 and len(verdicts) == 8  # 2 pairs x 2 orders x (1 + 1 retry)
     assert report["pairwise"]["n"] == 0 and any("could not be parsed" in w for w in report["warnings"])
     assert "Unparsed or failed replies" in (tmp_path / "o" / "judge_report.html").read_text()
+
+
+def test_calibrate_on_pandalm_prints_the_stored_judges_beside(model_server: ModelServerProcess, tmp_path: Path,
+                                                              external_data: Path, rubric_files: dict[str, Path]
+                                                              ) -> None:
+    result = judge("calibrate", "--set", "pandalm", "--limit", "4", "--rubric", str(rubric_files["pairwise"]),
+                   "--judge-model", "judge", "--judge-url", model_server.base_url, "--no-cache",
+                   "--out", str(tmp_path / "cal"))
+    assert result.exit_code == 0, result.output
+    report = read_report(tmp_path / "cal")
+    assert report["calls"]["errors"] == 0
+    assert report["labels"]["n"] == 4 and report["pairwise"]["position_consistency"] == 0
+    assert "judge on pandalm (4 pairs)" in result.output
+    assert "stored gpt-3.5-turbo on the same pairs" in result.output
+
+
+def test_mt_bench_is_written_as_a_rubric_and_prompts(tmp_path: Path, external_data: Path) -> None:
+    from assay.schemas.judge import Rubric
+
+    result = runner.invoke(app, ["judge", "mt-bench", "--out", str(tmp_path / "mt")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rubric = Rubric.from_yaml(tmp_path / "mt" / "mt_bench_absolute.yaml")
+    assert rubric.output_format == "mt_bench" and rubric.score_scale == (1, 10)
+    prompts = read_jsonl(tmp_path / "mt" / "prompts.jsonl")
+    assert len(prompts) == 80 and sum(1 for p in prompts if p["reference"]) >= 30
+    from assay.evaluation.judge.prompts import render_messages
+
+    math_item = next(p for p in prompts if p["category"] == "math")
+    messages = render_messages(rubric, {"prompt": math_item["prompt"], "response": "42",
+                                        "reference": math_item["reference"], "criterion": rubric.criteria[0]})
+    assert "[The Start of Reference Answer]" in messages[-1]["content"] and "42" in messages[-1]["content"]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -104,3 +104,13 @@ def test_no_weighted_score_when_the_token_does_not_carry_exactly_the_score() -> 
     ten = [float(s) for s in range(1, 11)]
     split = [("Rating: [[", []), ("1", [("1", -0.1), ("9", -2.0)]), ("0", []), ("]]", [])]
     assert weighted_score(split, "Rating: [[10]]", "mt_bench", ten) is None
+
+
+def test_the_built_in_rubrics_load() -> None:
+    from assay.evaluation.judge.rubrics import builtin_rubrics, load_rubric
+
+    assert builtin_rubrics() == ["helpfulness", "pairwise"]
+    helpfulness = load_rubric("helpfulness")
+    assert [c.name for c in helpfulness.criteria] == ["helpfulness", "correctness"]
+    assert all(len(c.levels) == 5 for c in helpfulness.criteria)
+    assert load_rubric("pairwise").mode == "pairwise"
