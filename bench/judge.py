@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/judge.py speed [--model DIR] [--judgments 16] [--requests 8] [--max-tokens 64]
     .venv/bin/python bench/judge.py threads [--model DIR]
-    .venv/bin/python bench/judge.py agreement [--model DIR] [--items 100] [--concurrency 8]
+    .venv/bin/python bench/judge.py agreement [--model DIR] [--items 100] [--concurrency 8] [--feedback]
     .venv/bin/python bench/judge.py stored
 
 speed:     `assay serve-model` on loopback; judgments/s with `assay judge`'s engine at concurrency 1 and 8 (cache
@@ -138,13 +138,33 @@ def threads(args: argparse.Namespace) -> None:
               f"{(done / seconds) / (rows[0][1] / rows[0][2]):.2f} |")
 
 
+# A verdict without feedback: a 135M model rarely reaches a verdict after writing feedback, and decoding
+# feedback for 400 calls costs most of an hour on a busy 2-core CPU.
+VERDICT_ONLY = """\
+Which response follows the instruction better? Judge helpfulness and correctness, not length or order.
+
+Instruction:
+{{ prompt }}
+
+Response A:
+{{ response_a }}
+
+Response B:
+{{ response_b }}
+
+Reply with exactly one line: [RESULT] A, [RESULT] B or [RESULT] TIE."""
+
+
 def agreement(args: argparse.Namespace) -> None:
     from assay.evaluation.judge.backends import OpenAIHTTPBackend
     from assay.evaluation.judge.datasets import calibration_items, reproduce_pandalm
     from assay.evaluation.judge.engine import JudgeRun, JudgeSettings
     from assay.evaluation.judge.rubrics import load_rubric
 
-    rubric = load_rubric("pairwise").model_copy(update={"parse_retries": 1, "max_tokens": args.max_tokens})
+    update: dict[str, Any] = {"parse_retries": 1, "max_tokens": args.max_tokens}
+    if not args.feedback:
+        update["template"] = VERDICT_ONLY
+    rubric = load_rubric("pairwise").model_copy(update=update)
     results = {}
     with tempfile.TemporaryDirectory() as tmp, \
             ModelServerProcess(args.model, args=["--served-name", "smollm2", "--max-batch-size", "8"],
@@ -163,8 +183,9 @@ def agreement(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             report = asyncio.run(run())
             results[name] = (report, time.perf_counter() - started, items)
-    print(f"\nSmolLM2-135M-Instruct as a pairwise judge (built-in pairwise rubric, both orders, greedy, "
-          f"<= {args.max_tokens} tokens, 1 parse retry)\n")
+    prompt = "built-in pairwise prompt (feedback, then verdict)" if args.feedback else "verdict-only prompt"
+    print(f"\nSmolLM2-135M-Instruct as a pairwise judge ({prompt}, both orders, greedy, <= {args.max_tokens} "
+          f"tokens, 1 parse retry at temperature 0.7)\n")
     print("| set | judge | pairs | agreement | without ties (n) | Cohen's kappa | macro F1 | position consistency | "
           "parse failures | first-position rate | minutes |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for name, (report, seconds, items) in results.items():
@@ -214,7 +235,9 @@ def main() -> None:
     sub.choices["speed"].add_argument("--max-tokens", type=int, default=64)
     sub.choices["agreement"].add_argument("--items", type=int, default=100)
     sub.choices["agreement"].add_argument("--concurrency", type=int, default=8)
-    sub.choices["agreement"].add_argument("--max-tokens", type=int, default=96)
+    sub.choices["agreement"].add_argument("--max-tokens", type=int, default=16)
+    sub.choices["agreement"].add_argument("--feedback", action="store_true",
+                                          help="Use the built-in prompt (feedback first); raise --max-tokens too.")
     args = parser.parse_args()
     if args.command != "stored" and not (args.model / "config.json").is_file():
         raise SystemExit(f"no model folder at {args.model}: convert SmolLM2 first (see docs/judge.md) or pass --model")

@@ -122,7 +122,7 @@ async def judge_answers(prompts: Sequence[Mapping[str, Any]], tuned_answers: Seq
     report, verdicts = await JudgeRun(rubric, backend, settings).run(items)
     report.data_path = f"{tuned} vs {base}"
     examples = [{"id": r.id, "prompt": item.prompt, "tuned": item.response_a, "base": item.response_b,
-                 "winner": {"a": "tuned", "b": "base", "tie": "tie"}.get(r.choice or "", None)}
+                 "winner": {"a": "tuned", "b": "base", "tie": "tie"}.get(r.choice or "")}
                 for item, r in list(zip(items, report.results, strict=True))[:5]]
     if out_dir is not None:
         from assay.evaluation.judge.report import write_outputs

@@ -199,18 +199,34 @@ class JudgeRun:
         return units
 
     async def _judge_unit(self, unit: _Unit, semaphore: asyncio.Semaphore) -> None:
+        try:
+            await self._judge_samples(unit, semaphore)
+        finally:
+            self._done += 1
+            if self.on_progress is not None:
+                self.on_progress(self._done, self._total)
+
+    async def _judge_samples(self, unit: _Unit, semaphore: asyncio.Semaphore) -> None:
         samples = self.settings.samples
         want_logprobs = unit.criterion is not None and self.backend.supports_logprobs
+        top = self.settings.top_logprobs if want_logprobs else None
         request = JudgeRequest(unit.messages, n=samples, temperature=self.temperature, max_tokens=self.max_tokens,
-                               seed=self.settings.seed, top_logprobs=self.settings.top_logprobs if want_logprobs
-                               else None)
+                               seed=self.settings.seed, top_logprobs=top)
         answered = await self._request(unit, request, semaphore, sample=0, attempt=0)
         if answered is None:
             return
         replies, cached = answered
         for index in range(samples):
-            reply = replies[index] if index < len(replies) else None
-            verdict = self._verdict(unit, reply, index, 0, cached)
+            if index < len(replies):
+                reply, from_cache = replies[index], cached
+            else:  # servers that ignore `n` (Ollama, llama.cpp): ask for the missing sample on its own
+                single = JudgeRequest(unit.messages, n=1, temperature=self.temperature, max_tokens=self.max_tokens,
+                                      seed=self.settings.seed + index, top_logprobs=top)
+                extra = await self._request(unit, single, semaphore, sample=index, attempt=0)
+                if extra is None:
+                    continue
+                reply, from_cache = (extra[0][0] if extra[0] else None), extra[1]
+            verdict = self._verdict(unit, reply, index, 0, from_cache)
             attempt = 0
             while verdict.status == "parse_failed" and attempt < self.rubric.parse_retries:
                 attempt += 1
@@ -218,15 +234,13 @@ class JudgeRun:
                 self.stats.retried += 1
                 retry = JudgeRequest(unit.messages, n=1, temperature=max(self.temperature, RETRY_TEMPERATURE),
                                      max_tokens=self.max_tokens, seed=self.settings.seed + 1000 * attempt + index,
-                                     top_logprobs=request.top_logprobs)
+                                     top_logprobs=top)
                 again = await self._request(unit, retry, semaphore, sample=index, attempt=attempt)
                 if again is None:
-                    return
+                    break
                 verdict = self._verdict(unit, again[0][0] if again[0] else None, index, attempt, again[1])
-            unit.verdicts.append(verdict)
-        self._done += 1
-        if self.on_progress is not None:
-            self.on_progress(self._done, self._total)
+            else:
+                unit.verdicts.append(verdict)
 
     async def _request(self, unit: _Unit, request: JudgeRequest, semaphore: asyncio.Semaphore, *, sample: int,
                        attempt: int) -> tuple[list[JudgeReply], bool] | None:

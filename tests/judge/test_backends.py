@@ -129,3 +129,26 @@ def test_the_cache_answers_a_repeated_request_without_a_call(scripted: type[Scri
     assert answer.cached and answer.replies[0].text == "Feedback: ok [RESULT] 3"
     assert second.hits == 1 and second.misses == 0
     assert len(server.requests) == 2  # the first call and the one with another seed
+
+
+def test_samples_are_requested_one_by_one_from_a_server_that_ignores_n(scripted: type[ScriptedServer]) -> None:
+    from assay.evaluation.judge.engine import JudgeRun, JudgeSettings
+    from assay.schemas.judge import AbsoluteItem, Rubric
+
+    rubric = Rubric.model_validate({"name": "r", "mode": "absolute", "criteria": [
+        {"name": "c", "description": "d", "levels": [{"score": s, "description": str(s)} for s in range(1, 6)]}]})
+    item = AbsoluteItem(id="1", prompt="p", response="r")
+    with scripted([]) as server:
+        backend = OpenAIHTTPBackend(server.base_url, "m", supports_logprobs=False)
+
+        async def main() -> Any:
+            try:
+                return await JudgeRun(rubric, backend, JudgeSettings(samples=3)).run([item])
+            finally:
+                await backend.aclose()
+
+        report, verdicts = asyncio.run(main())
+    assert [r["body"]["n"] for r in server.requests] == [3, 1, 1]
+    assert [r["body"]["seed"] for r in server.requests] == [0, 1, 2]
+    assert [v.score for v in verdicts] == [3.0, 3.0, 3.0] and report.results[0].scores == {"c": 3.0}
+    assert report.sample_agreement == 1.0

@@ -137,6 +137,16 @@ def test_text_completions_with_logprobs(client: openai.OpenAI) -> None:
     assert [c.text for c in many.choices] == [JUDGE_REPLY, JUDGE_REPLY]
 
 
+def test_text_completions_stream(client: openai.OpenAI) -> None:
+    stream = client.completions.create(model="judge", prompt="Score:\n", temperature=0, max_tokens=16, stream=True,
+                                       logprobs=1)
+    chunks = [c for c in stream if c.choices]
+    assert "".join(c.choices[0].text for c in chunks) == JUDGE_REPLY
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    offsets = [o for c in chunks if c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset or []]
+    assert offsets == sorted(offsets) and len(offsets) == 9
+
+
 def test_concurrent_requests_are_batched_and_match_one_at_a_time(client: openai.OpenAI) -> None:
     prompts = [[{"role": "user", "content": "word " * k}] for k in range(1, 9)]
     with ThreadPoolExecutor(8) as pool:
