@@ -217,6 +217,7 @@ class JudgeRun:
             return
         replies, cached = answered
         for index in range(samples):
+            reply: JudgeReply | None
             if index < len(replies):
                 reply, from_cache = replies[index], cached
             else:  # servers that ignore `n` (Ollama, llama.cpp): ask for the missing sample on its own
