@@ -63,11 +63,22 @@ def _prompt_of(record: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def generate_answers(model_dir: str | Path, prompts: Sequence[Mapping[str, Any]], adapters: Mapping[str, str | Path],
+def as_prompts(prompts: Sequence[Any]) -> list[dict[str, Any]]:
+    """Prompts as plain `{id, prompt, reference}` dicts, from mappings or items such as `mt_bench_items()`."""
+    out = []
+    for number, p in enumerate(prompts, start=1):
+        record = p.model_dump() if hasattr(p, "model_dump") else dict(p)
+        out.append({"id": str(record.get("id", number)), "prompt": record["prompt"],
+                    "reference": record.get("reference")})
+    return out
+
+
+def generate_answers(model_dir: str | Path, prompts: Sequence[Any], adapters: Mapping[str, str | Path],
                      *, max_new_tokens: int = 256, engine: Any = None) -> dict[str | None, list[str]]:
     """Greedy answers to every prompt from the base model (key None) and from each adapter, batched."""
     from assay.evaluation.inference import InferenceEngine, SamplingParams
 
+    prompts = as_prompts(prompts)
     own = engine is None
     engine = engine or InferenceEngine.load(model_dir, dict(adapters))
     try:
@@ -109,13 +120,14 @@ def comparison(report: JudgeReport, *, base: str, tuned: str, prompts: int, exam
         verdict=verdict, report_dir=report_dir, examples=examples)  # type: ignore[arg-type]
 
 
-async def judge_answers(prompts: Sequence[Mapping[str, Any]], tuned_answers: Sequence[str],
+async def judge_answers(prompts: Sequence[Any], tuned_answers: Sequence[str],
                         base_answers: Sequence[str], rubric: Rubric, backend: JudgeBackend, *,
                         settings: JudgeSettings | None = None, base: str = "base", tuned: str = "tuned",
                         out_dir: str | Path | None = None) -> JudgeComparison:
     """Judge tuned (a) against base (b) on the same prompts, both orders; write the judge outputs to out_dir."""
     if rubric.mode != "pairwise":
         raise DataError(f"comparing models needs a pairwise rubric; {rubric.name} is {rubric.mode}")
+    prompts = as_prompts(prompts)
     items = [PairwiseItem.model_validate({"id": p["id"], "prompt": p["prompt"], "reference": p.get("reference"),
                                          "response_a": t, "response_b": b})
              for p, t, b in zip(prompts, tuned_answers, base_answers, strict=True)]
@@ -137,11 +149,14 @@ async def judge_answers(prompts: Sequence[Mapping[str, Any]], tuned_answers: Seq
 
 
 def judge_base_vs_tuned(model_dir: str | Path, adapters: Mapping[str, str | Path],
-                        prompts: Sequence[Mapping[str, Any]], rubric: Rubric, backend: JudgeBackend, *,
+                        prompts: Sequence[Any], rubric: Rubric, backend: JudgeBackend, *,
                         settings: JudgeSettings | None = None, max_new_tokens: int = 256,
                         out_dir: str | Path | None = None, base: str = "base") -> dict[str, JudgeComparison]:
     """For each adapter: answers from base and tuned on `prompts`, judged pairwise in both orders. One typed
-    JudgeComparison per adapter name; with out_dir, each adapter's judge outputs go to out_dir/judge-NAME/."""
+    JudgeComparison per adapter name; with out_dir, each adapter's judge outputs go to out_dir/judge-NAME/.
+    `prompts` are `{id?, prompt, reference?}` mappings or items (e.g. `datasets.mt_bench_items()` with the
+    `mt-bench-pairwise` rubric for MT-Bench's reference-guided comparison)."""
+    prompts = as_prompts(prompts)
     answers = generate_answers(model_dir, prompts, adapters, max_new_tokens=max_new_tokens)
 
     async def main() -> dict[str, JudgeComparison]:

@@ -75,3 +75,12 @@ def test_prompts_come_from_prompt_or_chat_records(tmp_path: Path) -> None:
     path.write_text(json.dumps({"text": "no prompt here"}) + "\n")
     with pytest.raises(DataError, match=":1: field 'prompt'"):
         load_prompts(path)
+
+
+def test_mt_bench_questions_are_prompts_with_references(external_data: Path) -> None:
+    from assay.evaluation.judge.compare import as_prompts
+    from assay.evaluation.judge.datasets import mt_bench_items
+
+    prompts = as_prompts(mt_bench_items())
+    assert len(prompts) == 80 and prompts[0]["id"] == "mt-bench-81"
+    assert sum(1 for p in prompts if p["reference"]) >= 30  # GPT-4's answers for math, reasoning and coding
