@@ -506,6 +506,9 @@ def _register_optional() -> None:
     from assay.api.cli_eval import register as register_eval
 
     register_eval(app)
+    from assay.api.cli_judge import register as register_judge  # serve-model, judge
+
+    register_judge(app)
 
 
 _register_optional()

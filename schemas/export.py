@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from assay.schemas.curation import CurationSpec
 from assay.schemas.evaluation import BenchmarkReport, EvalSpec
+from assay.schemas.judge import JudgeComparison, JudgeReport, JudgeVerdict, Rubric
 from assay.schemas.records import (
     CanonicalRecord,
     ChatRecord,
@@ -32,6 +33,10 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "training_report": TrainingReport,
     "eval_spec": EvalSpec,
     "benchmark_report": BenchmarkReport,
+    "rubric": Rubric,
+    "judge_verdict": JudgeVerdict,
+    "judge_report": JudgeReport,
+    "judge_comparison": JudgeComparison,
 }
 
 

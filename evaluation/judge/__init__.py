@@ -1,0 +1,1 @@
+"""The LLM-as-judge rubric engine: rubrics, backends, parsing, reliability metrics and reports."""
