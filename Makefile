@@ -33,6 +33,13 @@ browser:
 demo: setup
 	$(BIN)/assay validate curation/sample/sample_chat.jsonl --rejects demo-out/validation-rejects.jsonl || test $$? -eq 1
 	$(BIN)/assay curate curation/sample/sample_chat.jsonl --config curation/sample/demo.yaml --out demo-out
+	# The whole loop: a short LoRA fine-tune of the default base model on the curated set, then base
+	# against tuned on the held-out split it saved, joined with the quality and training reports.
+	$(BIN)/assay finetune demo-out/curated.jsonl --out demo-out/finetune --model smollm2-135m-instruct \
+	    --max-steps 24 --batch-size 4 --max-seq-len 256 --lr 4e-4 --val-split 0.1 --overwrite --quiet
+	$(BIN)/assay eval --model smollm2-135m-instruct --adapter demo-out/finetune \
+	    --tasks ppl:demo-out/finetune/validation.jsonl --training-run demo-out/finetune \
+	    --curation-report demo-out --out demo-out/eval --quiet
 
 lint: setup
 	$(BIN)/ruff check .
