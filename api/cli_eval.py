@@ -51,6 +51,16 @@ def eval_command(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
     include_path: Annotated[list[Path] | None, typer.Option(
         help="A folder of your own lm-eval task YAMLs, for bare task names; repeatable.")] = None,
+    judge: Annotated[str | None, typer.Option(
+        "--judge", help="Also judge base against each adapter with this pairwise rubric (a built-in name such as "
+                        "`pairwise`, or a YAML file).")] = None,
+    judge_model: Annotated[str | None, typer.Option(
+        help="The judge: the model name at --judge-url, or a registered name / local folder run here.")] = None,
+    judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL of the judge.")] = None,
+    judge_key: Annotated[str | None, typer.Option(
+        help="Bearer key for --judge-url [env: ASSAY_JUDGE_API_KEY or OPENAI_API_KEY].")] = None,
+    judge_prompts: Annotated[Path | None, typer.Option(
+        help="Prompts to answer and judge (default: the first gen or ppl task's file).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use lm-eval's request cache.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(
         help="Request cache folder (default: $ASSAY_HOME/eval-cache).")] = None,
@@ -72,6 +82,12 @@ def eval_command(
                     "include_paths": [str(p) for p in include_path] if include_path else None,
                     "cache_dir": str(cache_dir) if cache_dir else None}
         data.update({k: v for k, v in optional.items() if v is not None})
+        judged = {"rubric": judge, "model": judge_model, "url": judge_url,
+                  "prompts": str(judge_prompts) if judge_prompts else None}
+        if judge is not None or judge_model is not None:
+            if judge_model is None:
+                raise ValueError("--judge needs --judge-model (the judge at --judge-url, or a local model)")
+            data["judge"] = {**(data.get("judge") or {}), **{k: v for k, v in judged.items() if v is not None}}
         if no_cache:
             data["cache"] = False
         spec = EvalSpec.model_validate(data)
@@ -89,10 +105,15 @@ def eval_command(
 
     try:
         with _quiet_libraries(), _Progress(quiet) as progress:
-            report = evaluate(spec, out, on_event=progress)
+            report = evaluate(spec, out, on_event=progress, judge_api_key=judge_key)
     except EvalInputError as exc:
         _fail(str(exc))
         return
+    except RuntimeError as exc:  # the judge endpoint kept failing (JudgeBackendError)
+        if type(exc).__name__ != "JudgeBackendError":
+            raise
+        typer.echo(f"error: judge: {exc}", err=True)
+        raise typer.Exit(1) from exc
     _print_summary(report, out)
 
 
@@ -159,6 +180,8 @@ class _Progress:
                                          for t in event["tasks"])
         elif kind == "model_loading":
             line = f"scoring {event['model']}"
+        elif kind == "judge_started":
+            line = f"judging base against each adapter on {event['prompts']} prompts ({event['judge']})"
         elif kind == "task_done":
             cached = event["requests"] - event["computed"]
             line = (f"  {event['model']} {event['index']}/{event['tasks']}: {event['task']}: {event['requests']} "
@@ -174,7 +197,7 @@ def _print_summary(report: Any, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from assay.evaluation.report import VERDICT_WORDS, interval, p_value, signed, with_stderr
+    from assay.evaluation.report import VERDICT_WORDS, fmt, interval, p_value, signed, with_stderr
 
     console = Console()
     table = Table("task", "metric", "items", "base", "tuned", "difference [CI]", "p", "verdict",
@@ -189,6 +212,10 @@ def _print_summary(report: Any, out: Path) -> None:
                           f"{c.model}: {with_stderr(task.score(c.model))}", f"{signed(c.difference)} {interval(c)}",
                           p_value(c.p_value), VERDICT_WORDS[c.verdict])
     console.print(table)
+    for c in report.judge:
+        console.print(f"judge ({c.rubric}, {c.judge_model}): {c.tuned} vs base on {c.prompts} prompts: tuned wins "
+                      f"{c.tuned_wins}, base wins {c.base_wins}, ties {c.ties}; tie-adjusted win rate "
+                      f"{fmt(c.tie_adjusted_win_rate)} [{fmt(c.ci_low)}, {fmt(c.ci_high)}]: {c.verdict}", highlight=False)
     for warning in report.warnings:
         console.print(f"[bold red]warning:[/bold red] {warning}", highlight=False)
     console.print(f"report: {(out / 'eval_report.html').resolve()}", highlight=False)

@@ -105,6 +105,14 @@ def render_markdown(report: BenchmarkReport) -> str:
             parts.append(md_table(["model", "metric", "difference", "interval", "p", "verdict"],
                                   [[c.model, c.key, signed(c.difference), interval(c), p_value(c.p_value),
                                     VERDICT_WORDS[c.verdict]] for c in task.comparisons]))
+    if report.judge:
+        parts.append("## Judge\n\nBase and tuned answered the same prompts; the judge saw every pair in both "
+                     "orders (a disagreement between orders is a tie).\n\n" + md_table(
+                         ["model", "rubric", "judge", "prompts", "tuned wins", "base wins", "ties",
+                          "tie-adjusted win rate [CI]", "position consistency", "verdict"],
+                         [[c.tuned, c.rubric, c.judge_model, str(c.prompts), str(c.tuned_wins), str(c.base_wins),
+                           str(c.ties), f"{fmt(c.tie_adjusted_win_rate)} [{fmt(c.ci_low)}, {fmt(c.ci_high)}]",
+                           fmt(c.position_consistency), c.verdict] for c in report.judge]))
     contaminated = [t for t in report.tasks if t.contamination is not None]
     if contaminated:
         parts.append("## Contamination\n\nTask items found in the training data (13-gram overlap, then MinHash "

@@ -39,15 +39,18 @@ PROMPT_CHARS = 600  # shown tail of a prompt in disagreement examples (few-shot 
 
 
 def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
-             should_stop: Callable[[], bool] | None = None) -> BenchmarkReport:
+             should_stop: Callable[[], bool] | None = None, judge_api_key: str | None = None) -> BenchmarkReport:
     """Score the base model and every adapter on the spec's tasks (same items, same settings), compare each
-    adapter with the base, and write eval_report.json/.md/.html plus the generated lm-eval tasks under `out`.
+    adapter with the base (and, with `spec.judge`, have a judge compare their answers), and write
+    eval_report.json/.md/.html plus the generated lm-eval tasks under `out`.
 
-    Raises EvalInputError for anything the user has to fix (one line naming file, item and reason).
+    Raises EvalInputError for anything the user has to fix (one line naming file, item and reason); a judge
+    endpoint that keeps failing raises the judge's JudgeBackendError.
     """
     from assay.evaluation import harness
     from assay.evaluation.contamination import count_contamination, training_files
     from assay.evaluation.joined import curation_summary, training_summary
+    from assay.evaluation.judged import plan_judge, run_judge
     from assay.evaluation.metrics import register_metrics
     from assay.evaluation.models import (
         adapter_targets,
@@ -82,6 +85,7 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
     out.mkdir(parents=True, exist_ok=True)
     tasks = prepare_tasks(spec.tasks, out / "tasks", spec.num_fewshot, spec.limit, spec.seed, tokenizer,
                           spec.include_paths, spec.max_gen_toks)
+    judge_plan = plan_judge(spec.judge, tasks, targets[1:], spec.limit) if spec.judge is not None else None
     device = resolve_device(spec.device)
     settings = HarnessSettings(device=device, dtype=resolve_dtype(spec.dtype, device), batch_size=spec.batch_size,
                                chat_template=spec.chat_template, seed=spec.seed,
@@ -100,6 +104,13 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
         cache_file = (str(settings.cache_dir / cache_key(target, settings.device, settings.dtype))
                       if spec.cache and settings.cache_dir else None)
         scored.append(harness.score_model(target, tasks, settings, manager, cache_file, emit, should_stop))
+    judged = []
+    if judge_plan is not None:
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled("evaluation cancelled")
+        emit({"event": "judge_started", "prompts": len(judge_plan.prompts), "judge": judge_plan.spec.model})
+        judged = run_judge(judge_plan, model_path, targets[1:], out, judge_api_key)
+        emit({"event": "judge_done", "verdicts": {c.tuned: c.verdict for c in judged}})
 
     report = BenchmarkReport(
         spec=spec,
@@ -108,7 +119,7 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
                              cache_dir=str(settings.cache_dir) if spec.cache else None),
         models=[s.run for s in scored],
         tasks=[task_report(task, scored, spec, contamination.get(task.name)) for task in tasks],
-        training=training, curation=curation)
+        training=training, curation=curation, judge=judged)
     _check_adapters(report, scored, tasks)
     report.warnings.extend(_warnings(report))
     report.metadata.seconds = round(time.perf_counter() - started, 3)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from assay.schemas.judge import JudgeComparison
+
 TaskFormat = Literal["arc_easy", "arc_challenge", "gsm8k", "logiqa-en", "sat-math", "aqua-rat", "mmlu",
                      "mc", "gen", "ppl", "lm_eval"]
 FILE_FORMATS: tuple[str, ...] = ("arc_easy", "arc_challenge", "gsm8k", "logiqa-en", "sat-math", "aqua-rat", "mmlu",
@@ -77,6 +79,27 @@ class TaskSpec(BaseModel):
         return self.name or self.format
 
 
+class JudgeSpec(BaseModel):
+    """`assay eval --judge`: base and each adapter answer the same prompts; a judge compares every pair in both
+    orders (the judge engine of evaluation/judge); the comparisons join the benchmark report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rubric: str = Field("pairwise", description="A pairwise rubric: a built-in name or a rubric YAML file.")
+    model: str = Field(description="The judge: the model name at `url`, or (without `url`) a registered name or "
+                                   "local folder run in this process.")
+    url: str | None = Field(None, description="OpenAI-compatible base URL of the judge (key from "
+                                              "ASSAY_JUDGE_API_KEY or OPENAI_API_KEY).")
+    prompts: str | None = Field(
+        None, description="Prompts to answer: JSONL of {prompt, reference?}, instruction or chat records (the "
+                          "last user turn). Default: the file of the first gen or ppl task.")
+    limit: int | None = Field(None, gt=0, description="Prompts judged (default: the run's limit).")
+    max_new_tokens: int = Field(256, gt=0, description="Answer length limit.")
+    samples: int = Field(1, gt=0, description="Judge samples per verdict.")
+    concurrency: int = Field(4, gt=0, description="Judge requests in flight.")
+    cache: bool = Field(True, description="Reuse cached judge replies (a re-run costs no judge calls).")
+
+
 class EvalSpec(BaseModel):
     """What `assay eval` scores: one base model, its adapters, the tasks, and how."""
 
@@ -111,6 +134,7 @@ class EvalSpec(BaseModel):
                           "task items (contamination) and its report joins this one.")
     curation_report: str | None = Field(None, description="A curation output folder or its report.json, joined in.")
     max_examples: int = Field(5, ge=0, description="Disagreement examples shown per task, model and direction.")
+    judge: JudgeSpec | None = Field(None, description="Also judge base against each adapter (needs an adapter).")
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -277,6 +301,7 @@ class BenchmarkReport(BaseModel):
     tasks: list[TaskReport]
     training: TrainingSummary | None = None
     curation: CurationSummary | None = None
+    judge: list[JudgeComparison] = Field(default_factory=list, description="Judge comparisons, one per adapter.")
     warnings: list[str] = Field(default_factory=list)
 
     def task(self, name: str) -> TaskReport | None:
