@@ -155,26 +155,10 @@ def _stored_keys(data_dir: Path) -> bool:
 # -- judge --------------------------------------------------------------------------------------------------
 def _backend(judge_model: str, judge_url: str | None, judge_key: str | None, *, timeout: float, attempts: int,
              cache: Path | None, no_cache: bool, logprobs: bool) -> Any:
-    from assay.evaluation.judge.backends import (
-        CachedBackend,
-        OpenAIHTTPBackend,
-        ResponseCache,
-        TransformersBackend,
-        default_cache_path,
-    )
+    from assay.evaluation.judge.backends import make_backend
 
-    inner: Any
-    if judge_url:
-        key = judge_key or os.environ.get("ASSAY_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        inner = OpenAIHTTPBackend(judge_url, judge_model, api_key=key, timeout_s=timeout, max_attempts=attempts,
-                                  supports_logprobs=logprobs)
-    else:
-        folder = resolve_model_dir(judge_model)
-        inner = TransformersBackend.load(folder, model_name=judge_model)
-        inner.supports_logprobs = logprobs
-    if no_cache:
-        return inner
-    return CachedBackend(inner, ResponseCache(cache or default_cache_path()))
+    return make_backend(judge_model, judge_url, judge_key, resolve_model_dir=resolve_model_dir, timeout_s=timeout,
+                        max_attempts=attempts, cache_path=cache, use_cache=not no_cache, logprobs=logprobs)
 
 
 class _Progress:

@@ -56,9 +56,14 @@ class JudgeResponse:
 
 
 class JudgeBackend(Protocol):
-    name: str
-    model: str
-    supports_logprobs: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def supports_logprobs(self) -> bool: ...
 
     async def complete(self, request: JudgeRequest) -> JudgeResponse: ...
 
@@ -330,3 +335,24 @@ class CachedBackend:
     async def aclose(self) -> None:
         await self.inner.aclose()
         self.cache.close()
+
+
+def make_backend(judge_model: str, judge_url: str | None = None, api_key: str | None = None, *,
+                 resolve_model_dir: Any = None, timeout_s: float = 120.0, max_attempts: int = 6,
+                 cache_path: str | Path | None = None, use_cache: bool = True,
+                 logprobs: bool = True) -> JudgeBackend:
+    """The judge backend for a model name: OpenAI-compatible HTTP when a URL is given (key from the argument,
+    $ASSAY_JUDGE_API_KEY or $OPENAI_API_KEY), else the model loaded in this process (`resolve_model_dir` turns
+    the name into a folder); with the response cache in front unless `use_cache` is False."""
+    inner: Any
+    if judge_url:
+        key = api_key or os.environ.get("ASSAY_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        inner = OpenAIHTTPBackend(judge_url, judge_model, api_key=key, timeout_s=timeout_s, max_attempts=max_attempts,
+                                  supports_logprobs=logprobs)
+    else:
+        folder = resolve_model_dir(judge_model) if resolve_model_dir is not None else Path(judge_model)
+        inner = TransformersBackend.load(folder, model_name=judge_model)
+        inner.supports_logprobs = logprobs
+    if not use_cache:
+        return inner  # type: ignore[no-any-return]
+    return CachedBackend(inner, ResponseCache(cache_path or default_cache_path()))
