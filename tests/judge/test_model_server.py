@@ -173,7 +173,7 @@ def test_bad_requests_raise_the_sdks_exceptions(client: openai.OpenAI, kwargs: d
 
 def test_a_prompt_over_the_context_is_refused(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="context"):
-        client.chat.completions.create(model="judge", messages=[{"role": "user", "content": "x " * 2000}])
+        client.chat.completions.create(model="judge", messages=[{"role": "user", "content": "x " * 20000}])
 
 
 def test_errors_have_openais_shape(model_server: ModelServerProcess) -> None:
