@@ -442,8 +442,8 @@ def _output_cache(out: Any) -> Any:
 
 def default_cpu_threads() -> int:
     """Intra-op threads for CPU decoding: $ASSAY_TORCH_THREADS, else 1. Small decode steps gain little from
-    more threads, and on a busy machine OpenMP's spinning threads made SmolLM2 decoding 12x slower with 2
-    threads than with 1 (docs/judge.md); 0 keeps torch's default."""
+    more threads (1.32x with 2 on an idle 2-core machine), and on a busy one OpenMP's spinning threads made
+    SmolLM2 decoding 4.6x slower with 2 than with 1 (docs/benchmarks.md); 0 keeps torch's default."""
     value = os.environ.get("ASSAY_TORCH_THREADS", "").strip()
     return int(value) if value.isdigit() else 1
 
