@@ -193,8 +193,7 @@ class Runner:
             if reason is None:
                 continue
             if self.store.finish_job(job["id"], "failed", error={"message": reason, "code": "job_interrupted"},
-                                     worker_id=job.get("worker_id")):
-                self.store.add_event(job["id"], reason, level="error")
+                                     worker_id=job.get("worker_id"), event=(reason, "error")):
                 failed += 1
                 stuck = self._slot_running(job)  # silent but alive: stuck in code that holds the GIL
                 if stuck is not None:
@@ -229,9 +228,9 @@ class Runner:
             if slot is None:
                 continue
             # Final status first: once it is set, the worker cannot finish the job another way.
-            if self.store.finish_job(job_id, "cancelled", worker_id=job.get("worker_id")):
+            if self.store.finish_job(job_id, "cancelled", worker_id=job.get("worker_id"),
+                                     event=("job cancelled (its worker was stopped)", "warning")):
                 self._stop_worker(slot, job_id)
-                self.store.add_event(job_id, "job cancelled (its worker was stopped)", level="warning")
 
     def _enforce_time_limits(self) -> None:
         """A job running past its kind's wall-clock limit fails with `job_timeout`, whatever it is doing (a
@@ -246,8 +245,7 @@ class Runner:
                 continue
             reason = TIMED_OUT.format(limit=limit)
             if self.store.finish_job(job["id"], "failed", error={"message": reason, "code": "job_timeout"},
-                                     worker_id=job.get("worker_id")):
+                                     worker_id=job.get("worker_id"), event=(reason, "error")):
                 self._stop_worker(slot, job["id"])
-                self.store.add_event(job["id"], reason, level="error")
                 log.warning("job %s (%s) passed its time limit of %g s; its worker was stopped",
                             job["id"], job["kind"], limit)

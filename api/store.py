@@ -280,8 +280,12 @@ class Store:
         return self.get_job(job_id)
 
     def finish_job(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
-                   error: dict[str, Any] | None = None, worker_id: str | None = None) -> bool:
-        """Set a final status unless the job is already final; True when this call finished it."""
+                   error: dict[str, Any] | None = None, worker_id: str | None = None,
+                   event: tuple[str, str] | None = None) -> bool:
+        """Set a final status unless the job is already final; True when this call finished it.
+
+        `event` (message, level) is written in the same transaction, so a client that sees the final status
+        also sees the event that says why."""
         assert status in FINAL_STATUSES
         query = update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status.in_(ACTIVE_STATUSES))
         if worker_id is not None:
@@ -291,6 +295,8 @@ class Store:
                                              finished_at=time.time())).rowcount
             if done:
                 conn.execute(delete(job_secrets_table).where(job_secrets_table.c.job_id == job_id))
+                if event is not None:
+                    conn.execute(self._event_row(job_id, event[0], level=event[1]))
         return done == 1
 
     def running_jobs(self) -> list[dict[str, Any]]:
@@ -302,9 +308,13 @@ class Store:
     def add_event(self, job_id: str, message: str, *, level: str = "info", type_: str = "message",
                   data: dict[str, Any] | None = None) -> None:
         with self._write() as conn:
-            conn.execute(insert(events_table).values(
-                id=new_id("jobevent"), job_id=job_id, created_at=time.time(), level=level, type=type_,
-                message=message, data=data))
+            conn.execute(self._event_row(job_id, message, level=level, type_=type_, data=data))
+
+    @staticmethod
+    def _event_row(job_id: str, message: str, *, level: str = "info", type_: str = "message",
+                   data: dict[str, Any] | None = None) -> Any:
+        return insert(events_table).values(id=new_id("jobevent"), job_id=job_id, created_at=time.time(),
+                                           level=level, type=type_, message=message, data=data)
 
     def list_events(self, job_id: str, *, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
         query = select(events_table).where(events_table.c.job_id == job_id)

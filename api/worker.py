@@ -64,21 +64,20 @@ def run_job(job: dict[str, Any], store: Store, settings: Settings, kinds: dict[s
         result = function(ctx)
     except JobCancelled:
         status = "cancelled"
-        store.finish_job(job_id, status, worker_id=worker_id)
-        ctx.event("job cancelled")
+        store.finish_job(job_id, status, worker_id=worker_id, event=("job cancelled", "info"))
     except JobFailed as exc:
-        store.finish_job(job_id, status, error={"message": exc.message, "code": exc.code}, worker_id=worker_id)
-        ctx.event(f"job failed: {exc.message}", level="error")
+        store.finish_job(job_id, status, error={"message": exc.message, "code": exc.code}, worker_id=worker_id,
+                         event=(f"job failed: {exc.message}", "error"))
     except Exception as exc:
         # The message goes to the job's owner through the API; the log gets no data-derived text.
         log.error("job %s failed with %s at %s", job_id, type(exc).__name__, _where(exc))
         message = f"{type(exc).__name__}: {exc}"[:2000]
-        store.finish_job(job_id, status, error={"message": message, "code": "job_error"}, worker_id=worker_id)
-        ctx.event("job failed with an unexpected error", level="error")
+        store.finish_job(job_id, status, error={"message": message, "code": "job_error"}, worker_id=worker_id,
+                         event=("job failed with an unexpected error", "error"))
     else:
         status = "succeeded"
-        if store.finish_job(job_id, status, result=result, worker_id=worker_id):
-            ctx.event(f"job succeeded in {time.monotonic() - started:.1f} s")
+        store.finish_job(job_id, status, result=result, worker_id=worker_id,
+                         event=(f"job succeeded in {time.monotonic() - started:.1f} s", "info"))
     finally:
         heartbeat.done.set()
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -95,7 +95,11 @@ def test_a_job_past_its_time_limit_fails_with_job_timeout_and_its_worker_is_repl
     assert time.monotonic() - started >= TIME_LIMIT_S
     messages = [e["message"] for e in client.get(f"{STALL}/{stuck['id']}/events").json()["data"]]
     assert messages[-1].startswith("job_timeout")
-    assert not (server.data_dir / "jobs" / str(stuck["id"])).exists()
+    work_dir = server.data_dir / "jobs" / str(stuck["id"])
+    deadline = time.monotonic() + 15  # removed right after the kill, which follows the final status
+    while work_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not work_dir.exists()
     after = _echo(client, STALL)
     assert wait_for_job(client, str(after["id"]), ("succeeded",), jobs_path=STALL, timeout=60)
 
