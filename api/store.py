@@ -94,6 +94,27 @@ keys_table = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# Models the service made or registered: fine-tuned adapters (`kind` "fine_tuned"), the checkpoints of a
+# fine-tuning job ("checkpoint", with `step`), and models a retrain cycle trained. `adapter_dir` is relative
+# to the data folder; `lineage` holds whatever the model's history records (base, adapter hash, dataset
+# hashes, curation report, training run, evaluation results, cycle run, promotion). Deleting sets
+# `deleted_at`: the row stays, so lineage that names the model still resolves.
+models_table = Table(
+    "models", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(255), unique=True, nullable=False),
+    Column("kind", String(32), nullable=False, index=True),
+    Column("base", String(255), nullable=False),
+    Column("adapter_dir", Text, nullable=False),
+    Column("adapter_hash", String(128)),
+    Column("job_id", String(64), index=True),
+    Column("step", Integer),
+    Column("metrics", JSON),
+    Column("lineage", JSON),
+    Column("created_at", Float, nullable=False),
+    Column("deleted_at", Float),
+)
+
 ACTIVE_STATUSES = ("queued", "running", "cancelling")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -319,6 +340,60 @@ class Store:
     def list_events(self, job_id: str, *, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
         query = select(events_table).where(events_table.c.job_id == job_id)
         return self._page(events_table, query, limit, after, descending=False)
+
+    # -- models -----------------------------------------------------------------------------------
+    def add_model(self, *, id: str, kind: str, base: str, adapter_dir: str, adapter_hash: str | None = None,
+                  job_id: str | None = None, step: int | None = None, metrics: dict[str, Any] | None = None,
+                  lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Register a model; an id that exists (also a deleted one) raises `ValueError`."""
+        row = {"id": id, "kind": kind, "base": base, "adapter_dir": adapter_dir, "adapter_hash": adapter_hash,
+               "job_id": job_id, "step": step, "metrics": metrics, "lineage": lineage or {},
+               "created_at": time.time()}
+        with self._write() as conn:
+            if conn.execute(select(models_table.c.seq).where(models_table.c.id == id)).first() is not None:
+                raise ValueError(f"a model named {id!r} exists")
+            conn.execute(insert(models_table).values(**row))
+        model = self.get_model(id)
+        assert model is not None
+        return model
+
+    def get_model(self, model_id: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
+        query = select(models_table).where(models_table.c.id == model_id)
+        if not include_deleted:
+            query = query.where(models_table.c.deleted_at.is_(None))
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row is not None else None
+
+    def list_models(self, *, kind: str | None = None, job_id: str | None = None,
+                    include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Models oldest first."""
+        query = select(models_table)
+        if kind is not None:
+            query = query.where(models_table.c.kind == kind)
+        if job_id is not None:
+            query = query.where(models_table.c.job_id == job_id)
+        if not include_deleted:
+            query = query.where(models_table.c.deleted_at.is_(None))
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query.order_by(models_table.c.seq)).mappings()]
+
+    def update_lineage(self, model_id: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge `patch` into a model's lineage (top-level keys replaced); None when there is no such model."""
+        with self._write() as conn:
+            current = conn.execute(select(models_table.c.lineage).where(models_table.c.id == model_id)).first()
+            if current is None:
+                return None
+            conn.execute(update(models_table).where(models_table.c.id == model_id)
+                         .values(lineage={**(current[0] or {}), **patch}))
+        return self.get_model(model_id, include_deleted=True)
+
+    def delete_model(self, model_id: str) -> bool:
+        """Mark a model deleted; True when this call deleted it."""
+        with self._write() as conn:
+            return conn.execute(update(models_table).where(models_table.c.id == model_id,
+                                                           models_table.c.deleted_at.is_(None))
+                                .values(deleted_at=time.time())).rowcount == 1
 
     # -- API keys ---------------------------------------------------------------------------------
     def add_key(self, name: str, key_hash: str) -> dict[str, Any]:
