@@ -14,9 +14,11 @@ from assay.api.artifacts import DataDirLock, clear_folder
 from assay.api.auth import KeyRing, RateLimiter, hash_key
 from assay.api.errors import install_error_handlers
 from assay.api.jobs import JobKind, load_job_kinds
-from assay.api.routes import files, health, reports
+from assay.api.model_server import catalog_router
+from assay.api.routes import files, health, models, reports
 from assay.api.routes.jobs import job_router
 from assay.api.runner import Runner
+from assay.api.serving import ServiceCatalog
 from assay.api.settings import Settings
 from assay.api.store import Store
 from assay.api.upload_check import UploadChecker
@@ -25,7 +27,7 @@ log = logging.getLogger("assay.api")
 API_VERSION = "1.0.0"
 
 
-def _lifespan(settings: Settings, kinds: dict[str, JobKind]) -> Callable[[FastAPI], Any]:
+def _lifespan(settings: Settings, kinds: dict[str, JobKind], catalog: ServiceCatalog) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.make_dirs()
@@ -41,6 +43,7 @@ def _lifespan(settings: Settings, kinds: dict[str, JobKind]) -> Callable[[FastAP
         checker.warm_up()
         runner = Runner(settings, store, kinds)
         runner.start()
+        catalog.bind(store)
         app.state.settings = settings
         app.state.store = store
         app.state.keyring = keyring
@@ -49,12 +52,14 @@ def _lifespan(settings: Settings, kinds: dict[str, JobKind]) -> Callable[[FastAP
         app.state.auth_failures = RateLimiter(settings.auth_failures_per_min / 60.0, settings.auth_failures_per_min)
         app.state.upload_checker = checker
         app.state.runner = runner
+        app.state.catalog = catalog
         log.info("assay server ready: data in %s, worker pools %s, API keys %s", settings.data_dir,
                  ", ".join(f"{pool}={settings.pool_size(pool)}" for pool in runner.pools),
                  "required" if keyring.enabled_cached else "off (loopback only)")
         try:
             yield
         finally:
+            catalog.close()
             runner.stop()
             checker.shutdown()
             store.dispose()
@@ -98,14 +103,19 @@ async def _security_headers(request: Request, call_next: Callable[[Request], Awa
 
 def create_app(settings: Settings) -> FastAPI:
     kinds = load_job_kinds(settings.job_kind_plugins)
-    app = FastAPI(title="Assay API", version=API_VERSION, lifespan=_lifespan(settings, kinds),
-                  description="Upload datasets, curate them (validate, PII, dedup, balance) and read the reports. "
-                              "Files follow the OpenAI Files API, so the `openai` SDK works against `/v1`.")
+    catalog = ServiceCatalog(settings)
+    app = FastAPI(title="Assay API", version=API_VERSION, lifespan=_lifespan(settings, kinds, catalog),
+                  description="Upload datasets, curate them (validate, PII, dedup, balance), fine-tune models on "
+                              "them, serve and evaluate the results, and read the reports. Files, fine-tuning jobs, "
+                              "models, chat completions and evals follow the OpenAI API, so the `openai` SDK works "
+                              "against `/v1`.")
     install_error_handlers(app)
     app.middleware("http")(_security_headers)
-    for module in (health, files, reports):
+    for module in (health, files, reports, models):
         app.include_router(module.router)
+    app.include_router(catalog_router(catalog, standalone=False))
     for kind in kinds.values():
-        app.include_router(job_router(kind))
+        if kind.routes:
+            app.include_router(job_router(kind))
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -13,10 +13,10 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
@@ -206,44 +206,97 @@ def create_model_app(engine: InferenceEngine, config: ModelServerConfig, *,
     return app
 
 
+class ModelCatalog(Protocol):
+    """The models a router serves: what to list, and the engine (and adapter) behind a model name."""
+
+    max_tokens_default: int
+
+    def names(self) -> list[str]: ...
+
+    def model_object(self, name: str) -> dict[str, Any] | None: ...
+
+    def acquire(self, name: str) -> tuple[InferenceEngine, str | None]:
+        """The engine and adapter for `name`, loaded if needed (may block); KeyError for an unknown name.
+        Every acquire is paired with a `release(name)` once the request's generation is over."""
+        ...
+
+    def release(self, name: str) -> None: ...
+
+
+class EngineCatalog:
+    """`assay serve-model`'s catalog: one loaded engine, its base model and the adapters loaded into it."""
+
+    def __init__(self, engine: InferenceEngine, config: ModelServerConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.max_tokens_default = config.max_tokens_default
+
+    def names(self) -> list[str]:
+        return [self.config.base_name, *self.engine.adapters]
+
+    def model_object(self, name: str) -> dict[str, Any] | None:
+        if name not in self.names():
+            return None
+        parent = None if name == self.config.base_name else self.config.base_name
+        return {"id": name, "object": "model", "created": self.config.created, "owned_by": "assay",
+                "root": self.config.base_name, "parent": parent}
+
+    def acquire(self, name: str) -> tuple[InferenceEngine, str | None]:
+        if name == self.config.base_name:
+            return self.engine, None
+        if name in self.engine.adapters:
+            return self.engine, name
+        raise KeyError(name)
+
+    def release(self, name: str) -> None:
+        return None
+
+
 def router(engine: InferenceEngine, config: ModelServerConfig) -> APIRouter:
     """The OpenAI-compatible routes over one engine; reusable inside another app."""
-    routes = APIRouter()
+    return catalog_router(EngineCatalog(engine, config))
 
-    @routes.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
-    @routes.get("/readyz", include_in_schema=False)
-    async def readyz() -> dict[str, str]:
-        return {"status": "ready"}
+def catalog_router(catalog: ModelCatalog, *, standalone: bool = True) -> APIRouter:
+    """The OpenAI-compatible routes over a catalog of models; `standalone` adds health probes and
+    GET /v1/models (the main service has its own)."""
+    routes = APIRouter(tags=["inference"])
 
-    def model_object(name: str) -> dict[str, Any]:
-        parent = None if name == config.base_name else config.base_name
-        return {"id": name, "object": "model", "created": config.created, "owned_by": "assay",
-                "root": config.base_name, "parent": parent}
+    if standalone:
+        @routes.get("/healthz", include_in_schema=False)
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok"}
 
-    def served() -> list[str]:
-        return [config.base_name, *engine.adapters]
+        @routes.get("/readyz", include_in_schema=False)
+        async def readyz() -> dict[str, str]:
+            return {"status": "ready"}
 
-    @routes.get("/v1/models")
-    async def list_models(_: Auth) -> dict[str, Any]:
-        return {"object": "list", "data": [model_object(name) for name in served()]}
+        @routes.get("/v1/models")
+        async def list_models(_: Auth) -> dict[str, Any]:
+            return {"object": "list", "data": [catalog.model_object(name) for name in catalog.names()]}
 
-    @routes.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str, _: Auth) -> dict[str, Any]:
-        if model_id not in served():
-            raise _unknown_model(model_id, served())
-        return model_object(model_id)
+        @routes.get("/v1/models/{model_id:path}")
+        async def get_model(model_id: str, _: Auth) -> dict[str, Any]:
+            found = catalog.model_object(model_id)
+            if found is None:
+                raise _unknown_model(model_id, catalog.names())
+            return found
 
-    def adapter_for(model: str) -> str | None:
-        if model == config.base_name:
-            return None
-        if model in engine.adapters:
-            return model
-        raise _unknown_model(model, served())
+    @asynccontextmanager
+    async def leased(model: str) -> AsyncIterator[tuple[InferenceEngine, str | None]]:
+        try:
+            engine, adapter = await asyncio.to_thread(catalog.acquire, model)
+        except KeyError:
+            raise _unknown_model(model, catalog.names()) from None
+        except GenerationError as exc:
+            raise APIError(400, str(exc), param="model", code="model_not_available") from exc
+        try:
+            yield engine, adapter
+        finally:
+            catalog.release(model)
 
-    def sampling(body: _Sampling, max_tokens: int | None, prompt_len: int, top_logprobs: int | None) -> SamplingParams:
+    def sampling(engine: InferenceEngine, body: _Sampling, max_tokens: int | None, prompt_len: int,
+                 top_logprobs: int | None) -> SamplingParams:
         room = engine.context_length - prompt_len
         if room < 1:
             raise APIError(400, f"the prompt is {prompt_len} tokens; this model's context length is "
@@ -252,26 +305,31 @@ def router(engine: InferenceEngine, config: ModelServerConfig) -> APIRouter:
             raise APIError(400, f"max_tokens ({max_tokens}) plus the prompt ({prompt_len} tokens) exceeds the "
                                 f"model's context length of {engine.context_length} tokens", param="max_tokens",
                            code="context_length_exceeded")
-        return SamplingParams(max_tokens=max_tokens or min(room, config.max_tokens_default),
+        return SamplingParams(max_tokens=max_tokens or min(room, catalog.max_tokens_default),
                               temperature=body.temperature, top_p=body.top_p, stop=body.stop_list(), seed=body.seed,
                               top_logprobs=top_logprobs)
 
     @routes.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request, _: Auth) -> Any:
-        adapter = adapter_for(body.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
-        try:
-            prompt_ids = engine.chat_prompt_ids(messages)
-        except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
-            raise APIError(400, f"the model's chat template rejected the messages: {exc}", param="messages",
-                           code="invalid_messages") from exc
-        top = (body.top_logprobs or 0) if body.logprobs else None
-        params = sampling(body, body.max_completion_tokens or body.max_tokens, len(prompt_ids), top)
-        completion_id = "chatcmpl-" + secrets.token_hex(12)
-        if body.stream:
-            return _stream(request, engine, prompt_ids, params, body, adapter, completion_id, chat=True)
-        completions = await _generate(engine, prompt_ids, params, body.n, adapter, request)
+        stream: StreamingResponse | None = None
+        async with leased(body.model) as (engine, adapter):
+            try:
+                prompt_ids = engine.chat_prompt_ids(messages)
+            except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
+                raise APIError(400, f"the model's chat template rejected the messages: {exc}", param="messages",
+                               code="invalid_messages") from exc
+            top = (body.top_logprobs or 0) if body.logprobs else None
+            params = sampling(engine, body, body.max_completion_tokens or body.max_tokens, len(prompt_ids), top)
+            completion_id = "chatcmpl-" + secrets.token_hex(12)
+            if body.stream:
+                stream = _stream(request, engine, prompt_ids, params, body, adapter, completion_id, chat=True,
+                                 on_close=_hold(catalog, body.model))
+            else:
+                completions = await _generate(engine, prompt_ids, params, body.n, adapter, request)
+        if stream is not None:
+            return stream
         choices = [{"index": i, "message": {"role": "assistant", "content": c.text},
                     "logprobs": _chat_logprobs(c.logprobs) if body.logprobs else None,
                     "finish_reason": _finish(c)} for i, c in enumerate(completions)]
@@ -280,16 +338,18 @@ def router(engine: InferenceEngine, config: ModelServerConfig) -> APIRouter:
 
     @routes.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request, _: Auth) -> Any:
-        adapter = adapter_for(body.model)
-        prompts = _prompt_ids(engine, body.prompt)
-        if body.stream and len(prompts) > 1:
-            raise APIError(400, "streaming supports one prompt per request", param="prompt", code="invalid_prompt")
-        completion_id = "cmpl-" + secrets.token_hex(12)
-        params_list = [sampling(body, body.max_tokens, len(ids), body.logprobs) for ids in prompts]
-        if body.stream:
-            return _stream(request, engine, prompts[0], params_list[0], body, adapter, completion_id, chat=False)
-        results = await asyncio.gather(*[_generate(engine, ids, params, body.n, adapter, request)
-                                         for ids, params in zip(prompts, params_list, strict=True)])
+        async with leased(body.model) as (engine, adapter):
+            prompts = _prompt_ids(engine, body.prompt)
+            if body.stream and len(prompts) > 1:
+                raise APIError(400, "streaming supports one prompt per request", param="prompt",
+                               code="invalid_prompt")
+            completion_id = "cmpl-" + secrets.token_hex(12)
+            params_list = [sampling(engine, body, body.max_tokens, len(ids), body.logprobs) for ids in prompts]
+            if body.stream:
+                return _stream(request, engine, prompts[0], params_list[0], body, adapter, completion_id,
+                               chat=False, on_close=_hold(catalog, body.model))
+            results = await asyncio.gather(*[_generate(engine, ids, params, body.n, adapter, request)
+                                             for ids, params in zip(prompts, params_list, strict=True)])
         choices: list[dict[str, Any]] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         for ids, completions_ in zip(prompts, results, strict=True):
@@ -302,6 +362,12 @@ def router(engine: InferenceEngine, config: ModelServerConfig) -> APIRouter:
                 "choices": choices, "usage": usage, "system_fingerprint": None}
 
     return routes
+
+
+def _hold(catalog: ModelCatalog, model: str) -> Any:
+    """A stream outlives its route's lease: it takes a lease of its own, released when the stream closes."""
+    catalog.acquire(model)  # already loaded by the route's lease: this only counts the stream as a user
+    return lambda: catalog.release(model)
 
 
 def _unknown_model(model: str, served: list[str]) -> APIError:
@@ -377,7 +443,8 @@ def _text_logprobs(entries: list[TokenLogprob] | None, offset: int = 0) -> dict[
 
 
 def _stream(request: Request, engine: InferenceEngine, prompt_ids: list[int], params: SamplingParams,
-            body: Any, adapter: str | None, completion_id: str, *, chat: bool) -> StreamingResponse:
+            body: Any, adapter: str | None, completion_id: str, *, chat: bool,
+            on_close: Callable[[], None] | None = None) -> StreamingResponse:
     """Server-sent events: one chunk per decoded piece of text, a final chunk per choice with its
     finish_reason, an optional usage chunk, then `data: [DONE]`."""
     loop = asyncio.get_running_loop()
@@ -389,6 +456,8 @@ def _stream(request: Request, engine: InferenceEngine, prompt_ids: list[int], pa
     try:
         handle = engine.submit(prompt_ids, params, n=body.n, adapter=adapter, on_delta=on_delta)
     except GenerationError as exc:
+        if on_close is not None:
+            on_close()
         raise APIError(400, str(exc), code="invalid_request") from exc
     created = int(time.time())
     kind = "chat.completion.chunk" if chat else "text_completion"
@@ -445,6 +514,8 @@ def _stream(request: Request, engine: InferenceEngine, prompt_ids: list[int], pa
         finally:
             if not done.done():
                 handle.cancel()
+            if on_close is not None:
+                on_close()
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -50,6 +50,9 @@ def parse_worker_id(worker_id: str | None) -> tuple[str, int] | None:
     return (host, int(pid)) if pid.isdigit() else None
 
 
+RESUME_SUFFIX = "; the job goes back to the queue and resumes from its last checkpoint"
+MAX_RESUMES = 3
+"""A resumable job is requeued at most this often; then an interruption fails it as for any kind."""
 TIMED_OUT = ("job_timeout: the job ran longer than its limit of {limit:g} s (ASSAY_JOB_TIMEOUT_S, or "
              "ASSAY_JOB_TIMEOUTS for this kind) and was stopped")
 JOB_ID_BYTES = 64
@@ -192,6 +195,16 @@ class Runner:
                 reason = STALE.format(seconds=now - float(job.get("heartbeat_at") or now))
             if reason is None:
                 continue
+            kind = self.kinds.get(job["kind"])
+            if (kind is not None and kind.resumable and job["status"] == "running"
+                    and self._resumes(job["id"]) < MAX_RESUMES):
+                if self.store.requeue_job(job["id"], worker_id=job.get("worker_id"),
+                                          message=reason.split("; submit")[0] + RESUME_SUFFIX):
+                    stuck = self._slot_running(job)
+                    if stuck is not None:
+                        self._stop_worker(stuck, job["id"], clean=False)
+                    self.wake(job["kind"])
+                continue
             if self.store.finish_job(job["id"], "failed", error={"message": reason, "code": "job_interrupted"},
                                      worker_id=job.get("worker_id"), event=(reason, "error")):
                 failed += 1
@@ -207,11 +220,17 @@ class Runner:
             return None
         return next((s for s in self.slots if s.process.pid == owner[1] and s.runs(job["id"])), None)
 
-    def _stop_worker(self, slot: _Slot, job_id: str) -> None:
+    def _resumes(self, job_id: str) -> int:
+        """How many times a resumable job went back to the queue (its requeue events)."""
+        events, _ = self.store.list_events(job_id, limit=1000, after=None)
+        return sum(1 for e in events if e["message"].endswith(RESUME_SUFFIX))
+
+    def _stop_worker(self, slot: _Slot, job_id: str, *, clean: bool = True) -> None:
         """Kill a worker stuck in a job (and whatever it started), clean up after it, start a new one."""
         _signal_group(slot.process, signal.SIGKILL)
         slot.process.join(5)
-        shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
+        if clean:
+            shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
         if not self._stopping.is_set() and slot in self.slots:
             self.slots[self.slots.index(slot)] = self._spawn(slot.pool)
 
@@ -237,7 +256,8 @@ class Runner:
         regex without end, a hung library call): its worker process is killed, since nothing else stops it."""
         now = time.time()
         for job in self.store.running_jobs():
-            limit = self.settings.timeout_for(job["kind"])
+            kind = self.kinds.get(job["kind"])
+            limit = self.settings.timeout_for(job["kind"], kind.timeout_s if kind is not None else None)
             if now - float(job.get("started_at") or now) <= limit:
                 continue
             slot = self._slot_running(job)

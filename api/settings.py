@@ -94,6 +94,11 @@ class Settings:
     progress_interval_s: float = 0.5
     heartbeat_interval_s: float = 2.0
     cancel_grace_s: float = 10.0
+    served_models: tuple[str, ...] = ()
+    """Base models the service trains and serves, by registry name (ASSAY_MODELS); empty: every registry model
+    that is ready to load without a conversion step."""
+    max_loaded_adapters: int = 4
+    """Fine-tuned adapters kept loaded for inference; the least recently used one unloads past this."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -115,6 +120,8 @@ class Settings:
             auth_failures_per_min=_env_int("ASSAY_AUTH_FAILURES", DEFAULT_AUTH_FAILURES),
             api_keys=env_api_keys(),
             cancel_grace_s=_env_float("ASSAY_CANCEL_GRACE_S", 10.0),
+            served_models=_env_list("ASSAY_MODELS"),
+            max_loaded_adapters=_env_int("ASSAY_MAX_LOADED_ADAPTERS", 4),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
@@ -145,8 +152,10 @@ class Settings:
     def pool_size(self, pool: str) -> int:
         return self.workers if pool == "default" else self.pool_sizes.get(pool, 1)
 
-    def timeout_for(self, kind: str) -> float:
-        return self.job_timeouts.get(kind, self.job_timeout_s)
+    def timeout_for(self, kind: str, kind_default: float | None = None) -> float:
+        """The kind's limit: ASSAY_JOB_TIMEOUTS, else the kind's own default (fine-tuning: a day), else the
+        general limit."""
+        return self.job_timeouts.get(kind, kind_default if kind_default is not None else self.job_timeout_s)
 
     @property
     def db_url(self) -> str:
@@ -165,11 +174,22 @@ class Settings:
         return self.data_dir / "jobs"
 
     @property
+    def models_dir(self) -> Path:
+        """Fine-tuned adapters (and checkpoints) the service serves, one folder per model."""
+        return self.data_dir / "models"
+
+    @property
+    def training_dir(self) -> Path:
+        """Fine-tuning runs in progress and done (outside `jobs_dir`, which a restart clears: a run resumes)."""
+        return self.data_dir / "fine_tuning"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
 
     def make_dirs(self) -> None:
-        for folder in (self.files_dir, self.reports_dir, self.jobs_dir, self.tmp_dir):
+        for folder in (self.files_dir, self.reports_dir, self.jobs_dir, self.tmp_dir, self.models_dir,
+                       self.training_dir):
             folder.mkdir(parents=True, exist_ok=True)
 
 

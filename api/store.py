@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -113,6 +114,17 @@ models_table = Table(
     Column("lineage", JSON),
     Column("created_at", Float, nullable=False),
     Column("deleted_at", Float),
+)
+
+# Job creations by Idempotency-Key (or, for a client's automatic retry without one, by request digest):
+# the same key for the same kind answers with the job the first request made.
+idempotency_table = Table(
+    "idempotency_keys", metadata,
+    Column("key", String(300), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("request_digest", String(64), nullable=False, index=True),
+    Column("job_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 ACTIVE_STATUSES = ("queued", "running", "cancelling")
@@ -245,6 +257,59 @@ class Store:
 
     def list_jobs(self, *, kind: str, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
         return self._page(jobs_table, select(jobs_table).where(jobs_table.c.kind == kind), limit, after, True)
+
+    def insert_job_once(self, *, key: str | None, digest: str, since: float | None, kind: str,
+                        params: dict[str, Any], input_file_id: str | None,
+                        secrets: list[tuple[list[str | int], str]] | None = None) -> tuple[dict[str, Any], bool]:
+        """Insert a job unless `key` (or, with `since` and no key, the same request digest since then) already
+        made one of this kind; returns (job, created). The same key with another request raises ValueError."""
+        with self._write() as conn:
+            if key is not None:
+                found = conn.execute(select(idempotency_table).where(idempotency_table.c.key == f"{kind}:{key}")
+                                     ).mappings().first()
+                if found is not None and found["request_digest"] != digest:
+                    raise ValueError("this Idempotency-Key was used with a different request")
+            elif since is not None:
+                found = conn.execute(select(idempotency_table).where(
+                    idempotency_table.c.request_digest == digest, idempotency_table.c.kind == kind,
+                    idempotency_table.c.created_at >= since).order_by(idempotency_table.c.created_at.desc())
+                ).mappings().first()
+            else:
+                found = None
+            if found is None:
+                job_id = new_id("job")
+                now = time.time()
+                conn.execute(insert(jobs_table).values(
+                    id=job_id, kind=kind, status="queued", params=params, input_file_id=input_file_id,
+                    created_at=now, cancel_requested=False))
+                if secrets:
+                    conn.execute(insert(job_secrets_table).values(
+                        job_id=job_id, secrets=[[list(location), value] for location, value in secrets]))
+                conn.execute(insert(idempotency_table).values(
+                    key=f"{kind}:{key if key is not None else job_id}", kind=kind, request_digest=digest,
+                    job_id=job_id, created_at=now))
+        job = self.get_job(str(found["job_id"]) if found is not None else job_id)
+        assert job is not None
+        return job, found is None
+
+    def requeue_job(self, job_id: str, *, worker_id: str | None, message: str) -> bool:
+        """Put a running job whose worker is gone back in the queue (a resumable kind); True when done."""
+        query = update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status == "running")
+        if worker_id is not None:
+            query = query.where(jobs_table.c.worker_id == worker_id)
+        with self._write() as conn:
+            done = conn.execute(query.values(status="queued", worker_id=None, heartbeat_at=None)).rowcount == 1
+            if done:
+                conn.execute(self._event_row(job_id, message, level="warning"))
+        return done
+
+    def active_jobs_mentioning(self, text: str) -> list[str]:
+        """Active jobs whose parameters contain `text` as a whole JSON string (e.g. a model name)."""
+        needle = json.dumps(text)
+        with self._read() as conn:
+            rows = conn.execute(select(jobs_table.c.id, jobs_table.c.params)
+                                .where(jobs_table.c.status.in_(ACTIVE_STATUSES))).all()
+        return [str(job_id) for job_id, params in rows if needle in json.dumps(params)]
 
     def active_jobs_using(self, file_id: str) -> list[str]:
         with self._read() as conn:

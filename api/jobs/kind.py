@@ -7,9 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from assay.api.models import JobObject
+from assay.api.models import JobEventObject, JobObject
 
 if TYPE_CHECKING:
     from assay.api.settings import Settings
@@ -59,6 +60,18 @@ class JobKind:
     """Route prefix; empty means `/v1/<name>/jobs`."""
     title: str = ""
     """Words for the kind in errors and the OpenAPI document; empty means `<name> job`."""
+    event_model: type[JobEventObject] | None = None
+    """The kind's event object (e.g. OpenAI's `fine_tuning.job.event`); None derives one from the job model."""
+    render_event: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Turns an event row's fields into the kind's event object fields (e.g. level `warning` -> `warn`)."""
+    extra_routes: Callable[[APIRouter], None] | None = None
+    """Adds the kind's own routes (e.g. `/{job_id}/checkpoints`) to its router."""
+    resumable: bool = False
+    """A running job whose server died goes back to the queue (its function resumes it) instead of failing."""
+    timeout_s: float | None = None
+    """The kind's default wall-clock limit (ASSAY_JOB_TIMEOUTS overrides it); None: the server's general one."""
+    routes: bool = True
+    """False: the kind has no `/v1/<name>/jobs` routes (its own routes create the jobs, e.g. eval runs)."""
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

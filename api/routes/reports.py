@@ -1,4 +1,5 @@
-"""/v1/reports/{id}: a curation job's quality report as JSON, or as an HTML page when asked."""
+"""/v1/reports/{id}: a job's report (curation quality, training, evaluation, benchmark) as JSON, or as an
+HTML page when asked."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from assay.api.store import Store
 from assay.schemas.report import QualityReport
 
 REPORT_PURPOSE = "curation-report"
+REPORT_PURPOSES = frozenset({REPORT_PURPOSE, "fine-tune-results", "eval-report", "benchmark-report"})
 
 router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(authorize)], responses=COMMON_ERRORS)
 
@@ -43,7 +45,7 @@ async def retrieve_report(request: Request, report_id: str,
                           format: Literal["json", "html"] | None = Query(None),  # noqa: A002 - the public name
                           store: Store = Depends(get_store), settings: Settings = Depends(get_settings)) -> Response:
     row = await run_in_threadpool(store.get_file, report_id)
-    if row is None or row["purpose"] != REPORT_PURPOSE:
+    if row is None or row["purpose"] not in REPORT_PURPOSES or not row["filename"].endswith(".json"):
         raise not_found("report", report_id, param="report_id")
     path = stored_path(settings, row)
     if not path.is_file():
@@ -54,4 +56,6 @@ async def retrieve_report(request: Request, report_id: str,
     html_path = settings.reports_dir / f"{row['id']}.html"
     if html_path.is_file():
         return HTMLResponse(await run_in_threadpool(html_path.read_text, "utf-8"))
+    if row["purpose"] != REPORT_PURPOSE:
+        raise not_found("HTML report", report_id, param="report_id")
     return HTMLResponse(await run_in_threadpool(_render_html, body))
