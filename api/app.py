@@ -15,7 +15,7 @@ from assay.api.auth import KeyRing, RateLimiter, hash_key
 from assay.api.errors import install_error_handlers
 from assay.api.jobs import JobKind, load_job_kinds
 from assay.api.model_server import catalog_router
-from assay.api.routes import files, health, models, reports
+from assay.api.routes import evals, files, health, models, reports
 from assay.api.routes.jobs import job_router
 from assay.api.runner import Runner
 from assay.api.serving import ServiceCatalog
@@ -111,7 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "against `/v1`.")
     install_error_handlers(app)
     app.middleware("http")(_security_headers)
-    for module in (health, files, reports, models):
+    for module in (health, files, reports, models, evals):
         app.include_router(module.router)
     app.include_router(catalog_router(catalog, standalone=False))
     for kind in kinds.values():

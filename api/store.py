@@ -127,6 +127,19 @@ idempotency_table = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# OpenAI-shaped evals: what an item looks like and how it is graded. Their runs are jobs of kind `eval_run`.
+evals_table = Table(
+    "evals", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), unique=True, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("data_source_config", JSON, nullable=False),
+    Column("testing_criteria", JSON, nullable=False),
+    Column("metadata", JSON),
+    Column("created_at", Float, nullable=False),
+    Column("deleted_at", Float),
+)
+
 ACTIVE_STATUSES = ("queued", "running", "cancelling")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -211,6 +224,13 @@ class Store:
         if purpose is not None:
             query = query.where(files_table.c.purpose == purpose)
         return self._page(files_table, query, limit, after, descending)
+
+    def delete_job(self, job_id: str) -> bool:
+        """Remove a finished job and its events (eval runs can be deleted); True when it existed."""
+        with self._write() as conn:
+            conn.execute(delete(events_table).where(events_table.c.job_id == job_id))
+            return conn.execute(delete(jobs_table).where(jobs_table.c.id == job_id,
+                                                         jobs_table.c.status.in_(FINAL_STATUSES))).rowcount == 1
 
     def delete_file(self, file_id: str) -> dict[str, Any] | None:
         with self._write() as conn:
@@ -458,6 +478,35 @@ class Store:
         with self._write() as conn:
             return conn.execute(update(models_table).where(models_table.c.id == model_id,
                                                            models_table.c.deleted_at.is_(None))
+                                .values(deleted_at=time.time())).rowcount == 1
+
+    # -- evals ------------------------------------------------------------------------------------
+    def add_eval(self, *, name: str, data_source_config: dict[str, Any], testing_criteria: list[dict[str, Any]],
+                 metadata: dict[str, Any] | None) -> dict[str, Any]:
+        row = {"id": new_id("eval"), "name": name, "data_source_config": data_source_config,
+               "testing_criteria": testing_criteria, "metadata": metadata, "created_at": time.time()}
+        with self._write() as conn:
+            conn.execute(insert(evals_table).values(**row))
+        return row
+
+    def get_eval(self, eval_id: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(select(evals_table).where(evals_table.c.id == eval_id,
+                                                         evals_table.c.deleted_at.is_(None))).mappings().first()
+        return dict(row) if row is not None else None
+
+    def list_evals(self, *, limit: int, after: str | None, descending: bool = True) -> tuple[list[dict[str, Any]], bool]:
+        return self._page(evals_table, select(evals_table).where(evals_table.c.deleted_at.is_(None)), limit, after,
+                          descending)
+
+    def update_eval(self, eval_id: str, **values: Any) -> dict[str, Any] | None:
+        with self._write() as conn:
+            conn.execute(update(evals_table).where(evals_table.c.id == eval_id).values(**values))
+        return self.get_eval(eval_id)
+
+    def delete_eval(self, eval_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute(update(evals_table).where(evals_table.c.id == eval_id, evals_table.c.deleted_at.is_(None))
                                 .values(deleted_at=time.time())).rowcount == 1
 
     # -- API keys ---------------------------------------------------------------------------------

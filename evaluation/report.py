@@ -298,3 +298,8 @@ def loss_svg(report: BenchmarkReport) -> Markup | None:
         ax.set_xlabel("step")
         ax.legend(frameon=False, fontsize=8)
         return _svg(fig, "Loss during fine-tuning")
+
+
+def render_eval_run_html(summary: dict[str, Any]) -> str:
+    """The page of one OpenAI-shaped eval run (/v1/reports/{id}): counts, per-criterion results, examples."""
+    return _environment().get_template("eval_run.html.j2").render(run=summary, fmt=fmt)

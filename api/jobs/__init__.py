@@ -18,6 +18,7 @@ JobFunction = Callable[["JobContext"], dict[str, Any]]
 BUILTIN_JOB_KINDS: tuple[str, ...] = (
     "assay.api.jobs.curation:CURATION_JOBS",
     "assay.api.jobs.fine_tuning:FINE_TUNING_JOBS",
+    "assay.api.jobs.eval_run:EVAL_RUNS",
 )
 
 

@@ -156,3 +156,79 @@ def test_deleting_a_model_removes_it(sdk: openai.OpenAI, finished_job: Any) -> N
         sdk.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError, match="base model"):
         sdk.models.delete("tiny")
+
+
+def _wait_run(sdk: openai.OpenAI, eval_id: str, run_id: str, timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = sdk.evals.runs.retrieve(run_id, eval_id=eval_id)
+        if run.status in ("completed", "failed", "canceled"):
+            return run
+        assert time.monotonic() < deadline, f"run still {run.status}"
+        time.sleep(0.5)
+
+
+def test_an_eval_grades_given_samples_exactly(sdk: openai.OpenAI, ft_server: ServerProcess) -> None:
+    import httpx
+
+    created = sdk.evals.create(
+        name="capitals",
+        data_source_config={"type": "custom", "item_schema": {
+            "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]},
+            "include_sample_schema": True},
+        testing_criteria=[
+            {"type": "string_check", "name": "names the city", "input": "{{ sample.output_text }}",
+             "reference": "{{ item.answer }}", "operation": "ilike"},
+            {"type": "text_similarity", "name": "close to it", "input": "{{ sample.output_text }}",
+             "reference": "{{ item.answer }}", "evaluation_metric": "fuzzy_match", "pass_threshold": 0.5}])
+    content = [{"item": {"answer": "Paris"}, "sample": {"output_text": "paris"}},
+               {"item": {"answer": "Rome"}, "sample": {"output_text": "It is London, I think."}},
+               {"item": {"city": "Oslo"}, "sample": {"output_text": "Oslo"}}]  # breaks the item schema
+    run = sdk.evals.runs.create(created.id, name="given", data_source={
+        "type": "jsonl", "source": {"type": "file_content", "content": content}})
+    done = _wait_run(sdk, created.id, run.id)
+    assert done.status == "completed", done.error
+    assert (done.result_counts.total, done.result_counts.passed, done.result_counts.failed,
+            done.result_counts.errored) == (3, 1, 1, 1)
+    by_name = {c.testing_criteria: (c.passed, c.failed) for c in done.per_testing_criteria_results}
+    assert by_name == {"names the city": (1, 1), "close to it": (1, 1)}
+    items = list(sdk.evals.runs.output_items.list(run.id, eval_id=created.id))
+    assert [i.status for i in items] == ["pass", "fail", "error"]
+    assert "answer" in items[2].sample.error.message
+    page = httpx.get(done.report_url, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert page.status_code == 200 and "names the city" in page.text
+    with pytest.raises(openai.BadRequestError, match="not among labels"):
+        sdk.evals.create(data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+                         testing_criteria=[{"type": "label_model", "name": "x", "model": "tiny",
+                                            "input": [{"role": "user", "content": "{{ item }}"}],
+                                            "labels": ["good", "bad"], "passing_labels": ["great"]}])
+
+
+def test_an_eval_run_samples_the_fine_tuned_model_and_a_model_grades_it(sdk: openai.OpenAI,
+                                                                         finished_job: Any) -> None:
+    created = sdk.evals.create(
+        name="answers",
+        data_source_config={"type": "custom", "item_schema": {
+            "type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}}}},
+        testing_criteria=[
+            {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
+             "reference": "{{ item.answer }}", "operation": "eq"},
+            {"type": "label_model", "name": "judge", "model": "tiny",
+             "input": [{"role": "user", "content": "Is '{{ sample.output_text }}' a good answer to "
+                                                   "'{{ item.question }}'?"}],
+             "labels": ["yes", "no"], "passing_labels": ["yes"]}])
+    items = [{"item": {"question": f"What is {i} + {i}?", "answer": str(2 * i)}} for i in range(3)]
+    run = sdk.evals.runs.create(created.id, data_source={
+        "type": "completions", "model": finished_job.fine_tuned_model,
+        "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{ item.question }}"}]},
+        "sampling_params": {"max_completion_tokens": 4, "temperature": 0},
+        "source": {"type": "file_content", "content": items}})
+    done = _wait_run(sdk, created.id, run.id)
+    assert done.status == "completed", done.error
+    assert done.result_counts.total == 3
+    outputs = list(sdk.evals.runs.output_items.list(run.id, eval_id=created.id))
+    assert all(o.sample.model == finished_job.fine_tuned_model and o.sample.output_text is not None for o in outputs)
+    assert all({r.name for r in o.results} == {"exact", "judge"} for o in outputs)
+    usage = {u.model_name for u in done.per_model_usage}
+    assert {finished_job.fine_tuned_model, "tiny"} <= usage
+    assert [r.id for r in sdk.evals.runs.list(created.id)] == [run.id]
