@@ -232,3 +232,32 @@ def test_an_eval_run_samples_the_fine_tuned_model_and_a_model_grades_it(sdk: ope
     usage = {u.model_name for u in done.per_model_usage}
     assert {finished_job.fine_tuned_model, "tiny"} <= usage
     assert [r.id for r in sdk.evals.runs.list(created.id)] == [run.id]
+
+
+def test_a_benchmark_job_scores_base_against_the_fine_tuned_model(sdk: openai.OpenAI, finished_job: Any,
+                                                                  ft_server: ServerProcess, tmp_path: Path) -> None:
+    import httpx
+
+    task = write_chat_jsonl(tmp_path / "heldout.jsonl", 8, words=6)
+    with task.open("rb") as handle:
+        task_id = _processed(sdk, sdk.files.create(file=handle, purpose="evals").id)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=ft_server.url, headers=headers, timeout=60) as http:
+        created = http.post("/v1/benchmark/jobs", json={
+            "model": "tiny", "fine_tuned_models": [finished_job.fine_tuned_model],
+            "tasks": [{"format": "ppl", "file_id": task_id, "name": "heldout"}], "limit": 6,
+            "fine_tuning_job": finished_job.id})
+        assert created.status_code == 200, created.text
+        job_id = created.json()["id"]
+        deadline = time.monotonic() + 240
+        while (job := http.get(f"/v1/benchmark/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert job["status"] == "succeeded", job["error"]
+        verdict = job["outputs"]["verdicts"]["heldout"][finished_job.fine_tuned_model]
+        assert verdict in ("better", "worse", "no_significant_difference")
+        page = http.get(f"/v1/reports/{job['outputs']['report_id']}?format=html")
+        assert page.status_code == 200 and finished_job.fine_tuned_model in page.text
+        bad = http.post("/v1/benchmark/jobs", json={"model": "tiny", "fine_tuned_models": ["ft:other"],
+                                                    "tasks": [{"format": "ppl", "file_id": task_id}]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "fine_tuned_models[0]"
