@@ -16,6 +16,7 @@ from assay.api.errors import install_error_handlers
 from assay.api.jobs import JobKind, load_job_kinds
 from assay.api.model_server import catalog_router
 from assay.api.routes import evals, files, health, models, reports
+from assay.api.routes.files import COMMON_ERRORS, NOT_FOUND
 from assay.api.routes.jobs import job_router
 from assay.api.runner import Runner
 from assay.api.serving import ServiceCatalog
@@ -113,7 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.middleware("http")(_security_headers)
     for module in (health, files, reports, models, evals):
         app.include_router(module.router)
-    app.include_router(catalog_router(catalog, standalone=False))
+    app.include_router(catalog_router(catalog, standalone=False), responses={**COMMON_ERRORS, **NOT_FOUND})
     for kind in kinds.values():
         if kind.routes:
             app.include_router(job_router(kind))

@@ -27,6 +27,7 @@ from assay.api.errors import APIError, not_found
 from assay.api.jobs.context import JobCancelled, JobContext, JobFailed
 from assay.api.jobs.kind import JobKind, JobRequest, JobServices
 from assay.api.models import JobEventObject, JobObject
+from assay.api.routes.files import NOT_FOUND
 from assay.api.store import Store
 
 DEFAULT_LEARNING_RATE = 2e-4
@@ -321,6 +322,7 @@ def _checkpoint_routes(router: APIRouter) -> None:
 
     router.add_api_route("/{job_id}/checkpoints", list_checkpoints, methods=["GET"],
                          response_model=FineTuningCheckpointList, name="list_fine_tuning_checkpoints",
+                         responses=NOT_FOUND,
                          summary="List a fine-tuning job's checkpoints",
                          description="The last three checkpoints, newest first; each is a model "
                                      "(`fine_tuned_model_checkpoint`) usable for chat and evals.")

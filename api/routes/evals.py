@@ -13,14 +13,16 @@ from assay.api.deps import get_runner, get_settings, get_store
 from assay.api.errors import APIError, not_found
 from assay.api.jobs.eval_run import EVAL_RUNS, STATUS, read_output_items
 from assay.api.jobs.kind import JobRequest
-from assay.api.routes.files import COMMON_ERRORS
+from assay.api.models import ErrorResponse
+from assay.api.routes.files import COMMON_ERRORS, NOT_FOUND
 from assay.api.routes.jobs import create_job, list_matching_jobs
 from assay.api.runner import Runner
 from assay.api.settings import Settings
 from assay.api.store import FINAL_STATUSES, CursorNotFound, Store
 from assay.evaluation.graders import Grader, GraderError, check_templates
 
-router = APIRouter(prefix="/v1/evals", tags=["evals"], dependencies=[Depends(authorize)], responses=COMMON_ERRORS)
+router = APIRouter(prefix="/v1/evals", tags=["evals"], dependencies=[Depends(authorize)], responses={
+    **COMMON_ERRORS, **NOT_FOUND, 409: {"model": ErrorResponse, "description": "The run is still active"}})
 
 
 # -- request models ---------------------------------------------------------------------------------------

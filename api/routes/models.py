@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from assay.api.auth import authorize
 from assay.api.deps import get_store
 from assay.api.errors import APIError
-from assay.api.routes.files import COMMON_ERRORS
+from assay.api.models import ErrorResponse
+from assay.api.routes.files import COMMON_ERRORS, NOT_FOUND
 from assay.api.serving import ServiceCatalog
 from assay.api.store import Store
 
@@ -33,7 +34,7 @@ def list_models(catalog: ServiceCatalog = Depends(get_catalog)) -> dict[str, Any
     return {"object": "list", "data": [catalog.model_object(name) for name in catalog.names()]}
 
 
-@router.get("/{model_id:path}", summary="Retrieve a model")
+@router.get("/{model_id:path}", summary="Retrieve a model", responses=NOT_FOUND)
 def retrieve_model(model_id: str, catalog: ServiceCatalog = Depends(get_catalog)) -> dict[str, Any]:
     found = catalog.model_object(model_id)
     if found is None:
@@ -41,7 +42,8 @@ def retrieve_model(model_id: str, catalog: ServiceCatalog = Depends(get_catalog)
     return found
 
 
-@router.delete("/{model_id:path}", summary="Delete a fine-tuned model")
+@router.delete("/{model_id:path}", summary="Delete a fine-tuned model", responses={
+    **NOT_FOUND, 409: {"model": ErrorResponse, "description": "A queued or running job uses the model"}})
 def delete_model(model_id: str, catalog: ServiceCatalog = Depends(get_catalog),
                  store: Store = Depends(get_store)) -> dict[str, Any]:
     """Deletes a fine-tuned model or checkpoint (its adapter files too). Base models cannot be deleted, and a

@@ -86,7 +86,7 @@ def test_a_dead_worker_fails_its_job_and_is_replaced(tmp_path: Path, small_datas
             if ready["status"] == "ready":
                 break
             time.sleep(0.1)
-        assert ready["workers_alive"] == 1
+        assert ready["workers_alive"] == ready["workers_expected"] == 2  # the default pool's and the training pool's
         small_id = upload(client, small_dataset)["id"]
         again = client.post("/v1/curation/jobs", json={"file_id": small_id, "spec": VALIDATE_ONLY}).json()
         assert wait_for_job(client, again["id"], ("succeeded", "failed"))["status"] == "succeeded"
