@@ -4,6 +4,8 @@ Starts the real server (`assay serve`, SQLite, one worker process) on a loopback
 this process with httpx. Prints a Markdown table with the ratio busy/idle for every figure.
 
     .venv/bin/python bench/api.py [--seconds 5] [--concurrency 8] [--uploads 5] [--upload-mb 50]
+    .venv/bin/python bench/api.py models [...]   # fine-tune through the API vs the CLI, chat completions/s
+                                                 # (bench/api_models.py)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -157,4 +160,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["models"]:
+        import runpy
+
+        sys.argv.pop(1)
+        runpy.run_path(str(Path(__file__).with_name("api_models.py")), run_name="__main__")
+    else:
+        main()
