@@ -136,7 +136,7 @@ class _Models:
     def _count(self, model: str, prompt_tokens: int, completion: Any) -> None:
         usage = self.usage.setdefault(model, {"invocation_count": 0, "prompt_tokens": 0, "completion_tokens": 0,
                                               "total_tokens": 0, "cached_tokens": 0})
-        generated = len(completion.token_ids) if hasattr(completion, "token_ids") else 0
+        generated = int(completion.completion_tokens)
         usage["invocation_count"] += 1
         usage["prompt_tokens"] += prompt_tokens
         usage["completion_tokens"] += generated

@@ -229,8 +229,10 @@ def test_an_eval_run_samples_the_fine_tuned_model_and_a_model_grades_it(sdk: ope
     outputs = list(sdk.evals.runs.output_items.list(run.id, eval_id=created.id))
     assert all(o.sample.model == finished_job.fine_tuned_model and o.sample.output_text is not None for o in outputs)
     assert all({r.name for r in o.results} == {"exact", "judge"} for o in outputs)
-    usage = {u.model_name for u in done.per_model_usage}
-    assert {finished_job.fine_tuned_model, "tiny"} <= usage
+    usage = {u.model_name: u for u in done.per_model_usage}
+    assert {finished_job.fine_tuned_model, "tiny"} <= set(usage)
+    assert usage[finished_job.fine_tuned_model].invocation_count == 3
+    assert usage[finished_job.fine_tuned_model].completion_tokens >= 3
     assert [r.id for r in sdk.evals.runs.list(created.id)] == [run.id]
 
 
