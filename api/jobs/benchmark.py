@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay.api.errors import APIError
-from assay.api.jobs.context import JobCancelled, JobContext, JobFailed
+from assay.api.jobs.context import JobContext, JobFailed
 from assay.api.jobs.kind import JobKind, JobRequest, JobServices
 from assay.api.models import JobObject
 
@@ -145,15 +145,8 @@ def run_benchmark_job(ctx: JobContext) -> dict[str, Any]:
         shown = {k: v for k, v in event.items() if k != "report"}  # no server paths
         ctx.progress(shown, str(event.get("event", "progress")), force=True)
 
-    def should_stop() -> bool:
-        try:
-            ctx.check_cancelled()
-        except JobCancelled:
-            return True
-        return False
-
     try:
-        report = evaluate(spec, out, on_event=on_event, should_stop=should_stop)
+        report = evaluate(spec, out, on_event=on_event, should_stop=ctx.should_stop)
     except EvalInputError as exc:
         raise JobFailed(str(exc).replace(str(settings.files_dir) + "/", ""), "invalid_task") from exc
     ctx.check_cancelled()

@@ -67,6 +67,14 @@ class JobContext:
         if self.store.cancel_requested(self.job_id):
             raise JobCancelled(self.job_id)
 
+    def should_stop(self) -> bool:
+        """`check_cancelled` as a boolean, for loops that stop cleanly themselves (training, evaluation)."""
+        try:
+            self.check_cancelled()
+        except JobCancelled:
+            return True
+        return False
+
     def publish_file(self, src: Path, *, filename: str, purpose: str, suffix: str,
                      file_format: str | None = None, file_id: str | None = None) -> str:
         """Move a finished output into the file store and register it; returns its file id."""

@@ -438,18 +438,11 @@ def run_fine_tuning_job(ctx: JobContext) -> dict[str, Any]:
     resume = (out / SPEC_FILE).is_file() and not (out / REPORT_FILE).is_file()
     ctx.event(("resuming" if resume else "starting") + f" fine-tuning of {params['model']} into {model_name}")
 
-    def should_stop() -> bool:
-        try:
-            ctx.check_cancelled()
-        except JobCancelled:
-            return True
-        return False
-
     try:
         if (out / REPORT_FILE).is_file():  # trained before the server died; only the publishing is left
             report = TrainingReport.model_validate_json((out / REPORT_FILE).read_text(encoding="utf-8"))
         else:
-            report = finetune(spec, data, out, validation=validation, should_stop=should_stop, resume=resume,
+            report = finetune(spec, data, out, validation=validation, should_stop=ctx.should_stop, resume=resume,
                               on_event=_Events(ctx, model_name, params["model"]), overwrite=not resume)
     except FineTuneError as exc:
         raise JobFailed(str(exc).replace(str(data), params["training_file"]), "invalid_training_data") from exc

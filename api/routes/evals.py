@@ -19,7 +19,7 @@ from assay.api.routes.jobs import create_job, list_matching_jobs
 from assay.api.runner import Runner
 from assay.api.settings import Settings
 from assay.api.store import FINAL_STATUSES, CursorNotFound, Store
-from assay.evaluation.graders import Grader, GraderError, check_templates
+from assay.evaluation.graders import Grader, GraderError, GraderMessage, SamplingParams, check_templates
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"], dependencies=[Depends(authorize)], responses={
     **COMMON_ERRORS, **NOT_FOUND, 409: {"model": ErrorResponse, "description": "The run is still active"}})
@@ -74,19 +74,11 @@ class JsonlDataSource(BaseModel):
     source: Source
 
 
-class TemplateMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["message"] | None = None
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str
-
-
 class TemplateInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["template"]
-    template: list[TemplateMessage] = Field(..., min_length=1)
+    template: list[GraderMessage] = Field(..., min_length=1)
 
 
 class ItemReferenceInput(BaseModel):
@@ -96,15 +88,6 @@ class ItemReferenceInput(BaseModel):
     item_reference: str = Field(..., min_length=1, max_length=200)
 
 
-class RunSampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = None
-
-
 class CompletionsDataSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,7 +95,7 @@ class CompletionsDataSource(BaseModel):
     model: str = Field(..., min_length=1, max_length=255)
     input_messages: Annotated[TemplateInput | ItemReferenceInput, Field(discriminator="type")]
     source: Source
-    sampling_params: RunSampling | None = None
+    sampling_params: SamplingParams | None = None
 
 
 class CreateRun(BaseModel):
