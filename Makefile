@@ -30,6 +30,9 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# One OpenMP thread: with other processes on the cores, torch's second thread spins waiting for one (the
+# demo's fine-tune took 2,016 s with two threads at load 6-7, 122 s with one at load 2-3; README).
+demo: export OMP_NUM_THREADS ?= 1
 demo: setup
 	$(BIN)/assay validate curation/sample/sample_chat.jsonl --rejects demo-out/validation-rejects.jsonl || test $$? -eq 1
 	$(BIN)/assay curate curation/sample/sample_chat.jsonl --config curation/sample/demo.yaml --out demo-out

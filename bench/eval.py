@@ -6,6 +6,7 @@
 speed: for each output type, one task scored by `assay.evaluation.evaluate` with an empty request cache
 (cold), then again on the same items (cached), and the same items through a bare `lm_eval.simple_evaluate`
 with lm-eval's own task config (the baseline, measured in the same run): items/s of each and the ratios.
+Times are the scoring call (model loading excluded on both sides) after an untimed warm-up evaluation.
   multiple choice: ARC-Easy (loglikelihood of every choice)
   generation:      GSM8K, 5-shot, greedy until "Question:" (at most --gen-tokens new tokens)
   perplexity:      `ppl:` on Alpaca demo records (loglikelihood of each assistant turn)
@@ -28,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("ASSAY_EXTERNAL_DATA", ROOT.parent / "shared" / "data"))
 BENCH = DATA / "benchmarks"
+SEED = 1  # speed: the item sample and the few-shot examples, the same for Assay and the bare lm-eval run
 
 # SmolLM2 model cards (lighteval, zero-shot unless stated; "ARC (Average)" is the mean of ARC-Easy and
 # ARC-Challenge). Nothing is published for AGIEval at this size; chance is 1 / number of options.
@@ -59,8 +61,11 @@ def alpaca_chats(path: Path, count: int) -> Path:
     return path
 
 
-def direct_lm_eval(model: Path, config: dict[str, Any], indices: list[int] | None, batch_size: int) -> float:
-    """Seconds a bare lm-eval run takes on the same items (model loading excluded, as in ModelRun.seconds)."""
+def direct_lm_eval(model: Path, config: dict[str, Any], indices: list[int] | None, batch_size: int,
+                   seed: int) -> float:
+    """Seconds a bare lm-eval run takes on the same items: the simple_evaluate call, model loading excluded.
+    The seeds are Assay's (`EvalSpec.seed`), so GSM8K shows the same few-shot examples and generates the same
+    text: lm-eval's own default few-shot seed (1234) would give other prompts and other generation lengths."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -71,7 +76,8 @@ def direct_lm_eval(model: Path, config: dict[str, Any], indices: list[int] | Non
     started = time.perf_counter()
     with quiet_lm_eval():
         simple_evaluate(model=lm, tasks=[config], task_manager=TaskManager(include_defaults=False),
-                        samples={config["task"]: indices} if indices is not None else None, bootstrap_iters=100)
+                        samples={config["task"]: indices} if indices is not None else None, bootstrap_iters=100,
+                        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
     return time.perf_counter() - started
 
 
@@ -94,14 +100,23 @@ def speed(args: argparse.Namespace) -> None:
          1319, args.gen_items),
         ("perplexity", f"ppl:{ppl_file}", None, None, args.items, args.items),
     ]
+    # Untimed warm-up: the first evaluation in a process pays for imports, lm-eval's task index and torch's
+    # first kernels (20 s for four ARC items with the tiny model), which would otherwise land on the first
+    # cold run and not on the bare lm-eval runs that follow it.
+    evaluate(EvalSpec(model=str(model), tasks=[cases[0][1]], limit=2, seed=SEED, cache=False), work / "warm-up")
     rows = []
     for kind, task, lm_eval_yaml, data_file, total, items in cases:
-        spec = EvalSpec(model=str(model), tasks=[task], limit=items, seed=1, batch_size=args.batch_size,
+        spec = EvalSpec(model=str(model), tasks=[task], limit=items, seed=SEED, batch_size=args.batch_size,
                         max_gen_toks=args.gen_tokens, cache_dir=str(work / "cache"))
         timings = []
         for run in ("cold", "cached"):
-            report = evaluate(spec, work / f"out-{kind}-{run}")
-            timings.append((report.models[0].seconds, report.models[0].computed, report.tasks[0].items_evaluated))
+            # Scoring time is the task's simple_evaluate call (the task_done event), as for the bare lm-eval
+            # run; ModelRun.seconds also counts loading the model (about a second), shown apart.
+            done: list[float] = []
+            report = evaluate(spec, work / f"out-{kind}-{run}",
+                              on_event=lambda e, done=done: done.append(e["seconds"]) if e["event"] == "task_done" else None)
+            timings.append((sum(done), report.models[0].computed, report.tasks[0].items_evaluated,
+                            report.models[0].seconds))
         direct = None
         if lm_eval_yaml is not None and data_file is not None:
             config = yaml.safe_load((lm_eval_tasks / lm_eval_yaml).read_text())
@@ -113,20 +128,24 @@ def speed(args: argparse.Namespace) -> None:
                 config["fewshot_split"] = "test"
             if "generation_kwargs" in config:
                 config["generation_kwargs"]["max_gen_toks"] = args.gen_tokens
-            direct = direct_lm_eval(model, config, sample_indices(total, items, 1), args.batch_size)
-        (cold, computed, n), (cached, computed_again, _) = timings
-        rows.append((kind, task.split(":")[0], n, computed, cold, cached, computed_again, direct))
+            direct = direct_lm_eval(model, config, sample_indices(total, items, SEED), args.batch_size, SEED)
+        (cold, computed, n, cold_run), (cached, computed_again, _, cached_run) = timings
+        rows.append((kind, task.split(":")[0], n, computed, cold, cached, computed_again, direct, cold_run,
+                     cached_run))
         print(f"{kind}: {n} items, cold {cold:.1f} s, cached {cached:.1f} s, direct lm-eval "
               f"{direct if direct is None else round(direct, 1)} s", file=sys.stderr, flush=True)
     print(f"\nmodel {model}, batch size {args.batch_size}, generation up to {args.gen_tokens} tokens\n")
     print("| output type | task | items | requests | cold s | cold items/s | cached s | cached items/s "
-          "| cached speed-up | lm-eval direct items/s | assay cold / direct |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for kind, task, n, computed, cold, cached, computed_again, direct in rows:
+          "| cached speed-up | bare lm-eval s | bare lm-eval items/s | Assay cold speed / bare | "
+          "whole call cold / cached s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for kind, task, n, computed, cold, cached, computed_again, direct, cold_run, cached_run in rows:
+        direct_s = f"{direct:.1f}" if direct else "-"
         direct_rate = f"{n / direct:.2f}" if direct else "-"
         ratio = f"{direct / cold:.2f}" if direct else "-"
-        print(f"| {kind} | {task} | {n} | {computed} | {cold:.1f} | {n / cold:.2f} | {cached:.1f} | "
-              f"{n / cached:.1f} | {cold / cached:.0f}x ({computed_again} computed) | {direct_rate} | {ratio} |")
+        print(f"| {kind} | {task} | {n} | {computed} | {cold:.1f} | {n / cold:.2f} | {cached:.2f} | "
+              f"{n / cached:.0f} | {cold / cached:.0f}x ({computed_again} computed) | {direct_s} | {direct_rate} | "
+              f"{ratio} | {cold_run:.1f} / {cached_run:.1f} |")
 
 
 def scores(args: argparse.Namespace) -> None:
