@@ -135,6 +135,9 @@ class EvalSpec(BaseModel):
     curation_report: str | None = Field(None, description="A curation output folder or its report.json, joined in.")
     max_examples: int = Field(5, ge=0, description="Disagreement examples shown per task, model and direction.")
     judge: JudgeSpec | None = Field(None, description="Also judge base against each adapter (needs an adapter).")
+    reference: str = Field(
+        "base", description="Label of the model every other model is compared with (differences, intervals, "
+                            "verdicts, judge): `base`, or an adapter's label (a retrain cycle's champion).")
 
     @field_validator("tasks", mode="before")
     @classmethod
