@@ -77,3 +77,16 @@ def small_cycle(folder: Path, model: Path, **changes: Any) -> Path:
     if not (folder / "heldout.jsonl").exists():
         write_jsonl(folder / "heldout.jsonl", parity_records(16, 99))
     return path
+
+
+class Kit:
+    """The helpers above, for test modules (pytest's importlib mode does not let them import conftest)."""
+
+    parity_records = staticmethod(parity_records)
+    write_jsonl = staticmethod(write_jsonl)
+    small_cycle = staticmethod(small_cycle)
+
+
+@pytest.fixture(scope="session")
+def kit() -> type[Kit]:
+    return Kit
