@@ -14,7 +14,7 @@ from assay.api.artifacts import DataDirLock, clear_folder
 from assay.api.auth import KeyRing, RateLimiter, hash_key
 from assay.api.errors import install_error_handlers
 from assay.api.jobs import JobKind, load_job_kinds
-from assay.api.routes import files, health, reports
+from assay.api.routes import cycles, files, health, reports
 from assay.api.routes.jobs import job_router
 from assay.api.runner import Runner
 from assay.api.settings import Settings
@@ -41,6 +41,7 @@ def _lifespan(settings: Settings, kinds: dict[str, JobKind]) -> Callable[[FastAP
         checker.warm_up()
         runner = Runner(settings, store, kinds)
         runner.start()
+        scheduler = _cycle_scheduler(settings, store, runner, kinds)
         app.state.settings = settings
         app.state.store = store
         app.state.keyring = keyring
@@ -55,12 +56,33 @@ def _lifespan(settings: Settings, kinds: dict[str, JobKind]) -> Callable[[FastAP
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             runner.stop()
             checker.shutdown()
             store.dispose()
             lock.release()
 
     return lifespan
+
+
+def _cycle_scheduler(settings: Settings, store: Store, runner: Runner, kinds: dict[str, JobKind]) -> Any:
+    """The thread that queues scheduled cycle runs (api/cycles/scheduler.py); None when turned off."""
+    from assay.api.cycle_store import CycleStore
+    from assay.api.cycles.jobs import CYCLE_RUNS, queue_run
+    from assay.api.cycles.scheduler import CycleScheduler
+
+    if settings.cycle_poll_s <= 0 or CYCLE_RUNS.name not in kinds:
+        return None
+
+    def enqueue(name: str, trigger: str) -> None:
+        queue_run(store, name, trigger)
+        runner.wake(CYCLE_RUNS.name)
+
+    scheduler = CycleScheduler(CycleStore(store), enqueue, poll_s=settings.cycle_poll_s,
+                               missed_grace_s=settings.cycle_missed_grace_s)
+    scheduler.start()
+    return scheduler
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -103,7 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "Files follow the OpenAI Files API, so the `openai` SDK works against `/v1`.")
     install_error_handlers(app)
     app.middleware("http")(_security_headers)
-    for module in (health, files, reports):
+    for module in (health, files, reports, cycles):
         app.include_router(module.router)
     for kind in kinds.values():
         app.include_router(job_router(kind))

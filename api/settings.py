@@ -94,6 +94,10 @@ class Settings:
     progress_interval_s: float = 0.5
     heartbeat_interval_s: float = 2.0
     cancel_grace_s: float = 10.0
+    cycle_poll_s: float = 5.0
+    """How often the cycle scheduler looks for due ticks; 0 turns the scheduler off."""
+    cycle_missed_grace_s: float = 60.0
+    """A tick found later than this was missed while no server ran (schedule.missed decides what happens)."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -115,6 +119,7 @@ class Settings:
             auth_failures_per_min=_env_int("ASSAY_AUTH_FAILURES", DEFAULT_AUTH_FAILURES),
             api_keys=env_api_keys(),
             cancel_grace_s=_env_float("ASSAY_CANCEL_GRACE_S", 10.0),
+            cycle_poll_s=_env_float("ASSAY_CYCLE_POLL_S", 5.0),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

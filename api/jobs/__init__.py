@@ -17,6 +17,7 @@ JobFunction = Callable[["JobContext"], dict[str, Any]]
 # form in ASSAY_JOB_KINDS, so a new kind is one module plus one line here or there.
 BUILTIN_JOB_KINDS: tuple[str, ...] = (
     "assay.api.jobs.curation:CURATION_JOBS",
+    "assay.api.cycles.jobs:CYCLE_RUNS",
 )
 
 
