@@ -111,6 +111,9 @@ class RunState:
             raise
         except Exception as exc:
             seconds = round(time.perf_counter() - started, 3)
+            if type(exc).__name__ == "EvaluationCancelled":  # the evaluation saw the stop request
+                self.stages[name] = {**figures, "status": "cancelled", "seconds": seconds}
+                raise CycleCancelled(f"cancelled during stage {name}") from exc
             reason = _reason(exc)
             (self.folder / f"{name}.error.txt").write_text(traceback.format_exc(), encoding="utf-8")
             self.stages[name] = {**figures, "status": "failed", "seconds": seconds, "error": reason}
