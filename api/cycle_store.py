@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Float, Integer, String, Table, Text, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from assay.api.store import Store, metadata, models_table, new_id
+from assay.api.store import Store, jobs_table, metadata, models_table, new_id
 
 cycles_table = Table(
     "cycles", metadata,
@@ -157,6 +157,14 @@ class CycleStore:
         with self.store._read() as conn:
             rows = conn.execute(select(cycle_runs_table).where(cycle_runs_table.c.cycle == cycle)
                                 .order_by(cycle_runs_table.c.number)).mappings()
+            return [dict(r) for r in rows]
+
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        """Runs of every cycle that are queued or running, with their job's status (None without a job)."""
+        with self.store._read() as conn:
+            rows = conn.execute(select(cycle_runs_table, jobs_table.c.status.label("job_status"))
+                                .outerjoin(jobs_table, jobs_table.c.id == cycle_runs_table.c.job_id)
+                                .where(cycle_runs_table.c.status.in_(("queued", "running")))).mappings()
             return [dict(r) for r in rows]
 
     def update_run(self, run_id: str, **values: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from assay.schemas.curation import CurationSpec
-from assay.schemas.evaluation import JudgeSpec, TaskSpec
+from assay.schemas.evaluation import JudgeSpec, TaskSpec, parse_task_strings
 from assay.schemas.server import ServerPath
 from assay.schemas.training import FineTuneSpec
 
@@ -67,9 +67,7 @@ class EvaluationSettings(BaseModel):
     @field_validator("tasks", mode="before")
     @classmethod
     def _parse_task_strings(cls, tasks: Any) -> Any:
-        if isinstance(tasks, list):
-            return [TaskSpec.parse(t) if isinstance(t, str) else t for t in tasks]
-        return tasks
+        return parse_task_strings(tasks)
 
 
 class MetricRule(BaseModel):

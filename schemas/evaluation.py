@@ -79,6 +79,13 @@ class TaskSpec(BaseModel):
         return self.name or self.format
 
 
+def parse_task_strings(tasks: Any) -> Any:
+    """A task list as given in YAML or JSON: `NAME:PATH` strings become TaskSpecs, mappings stay for pydantic."""
+    if isinstance(tasks, list):
+        return [TaskSpec.parse(t) if isinstance(t, str) else t for t in tasks]
+    return tasks
+
+
 class JudgeSpec(BaseModel):
     """`assay eval --judge`: base and each adapter answer the same prompts; a judge compares every pair in both
     orders (the judge engine of evaluation/judge); the comparisons join the benchmark report."""
@@ -142,9 +149,7 @@ class EvalSpec(BaseModel):
     @field_validator("tasks", mode="before")
     @classmethod
     def _parse_task_strings(cls, tasks: Any) -> Any:
-        if isinstance(tasks, list):
-            return [TaskSpec.parse(t) if isinstance(t, str) else t for t in tasks]
-        return tasks
+        return parse_task_strings(tasks)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvalSpec:

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from assay.api.cycle_store import CycleStore
+from assay.evaluation.tasks import file_sha256
 from assay.schemas.cycle import CycleConfig, CycleError, GateDecision
 from assay.schemas.evaluation import BenchmarkReport, EvalSpec, TaskSpec
 
@@ -46,14 +47,6 @@ class CycleCancelled(Exception):
 
 def cycle_folder(data_dir: Path, name: str) -> Path:
     return data_dir / "cycles" / name
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def count_lines(path: Path) -> int:
@@ -138,6 +131,8 @@ def source_files(state: RunState) -> list[Path]:
     source = state.config.data
     if source.path is not None:
         root = Path(source.path)
+        if not root.exists() and not glob.has_magic(source.path):
+            raise CycleError(f"data.path {source.path} does not exist")
         if root.is_dir():
             found = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz")))
         else:
@@ -175,9 +170,7 @@ def record_hash(line: bytes) -> tuple[str, Any]:
 
 def collect(state: RunState, figures: dict[str, Any]) -> Path:
     """Records not seen by an earlier completed run, ids made unique across runs, into collect/new.jsonl."""
-    files = source_files(state)
-    if not files:
-        raise CycleError(f"no JSONL files match data.path {state.config.data.path}")
+    files = source_files(state)  # none yet (an empty inbox) is no new data, for the triggers to judge
     out_dir = state.folder / "collect"
     out_dir.mkdir(parents=True, exist_ok=True)
     hashed: list[tuple[str, bytes, Any]] = []

@@ -43,9 +43,9 @@ class CycleScheduler:
         self._thread: threading.Thread | None = None
 
     def tick(self) -> list[tuple[str, str]]:
-        """Act on every due tick; returns (cycle, what was done) for each: queued, missed_queued, missed_skipped,
-        paused."""
-        actions = []
+        """Close interrupted runs, then act on every due tick; returns (cycle, what was done) for each:
+        interrupted, queued, missed_queued, missed_skipped, paused."""
+        actions = self.fail_interrupted_runs()
         for cycle in self.cycles.list_cycles():
             cron = list(((cycle["config"] or {}).get("schedule") or {}).get("cron") or [])
             if not cron:
@@ -69,6 +69,20 @@ class CycleScheduler:
                 continue
             self.enqueue(name, "missed" if missed else "schedule")
             actions.append((name, "missed_queued" if missed else "queued"))
+        return actions
+
+    def fail_interrupted_runs(self) -> list[tuple[str, str]]:
+        """Runs whose job ended without them (a server killed mid-run: its job failed `job_interrupted` at the
+        restart; a job cancelled while queued) fail with the reason; the champion was never touched."""
+        from assay.api.store import FINAL_STATUSES
+
+        actions = []
+        for run in self.cycles.unfinished_runs():
+            if run["job_status"] in FINAL_STATUSES:
+                self.cycles.finish_run(run["id"], "failed", reason=(
+                    f"the run's job ended ({run['job_status']}) before the run did: the server stopped or the job "
+                    f"was cancelled{' during stage ' + run['stage'] if run.get('stage') else ''}"))
+                actions.append((run["cycle"], "interrupted"))
         return actions
 
     def start(self) -> None:

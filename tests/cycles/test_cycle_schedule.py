@@ -149,3 +149,20 @@ def test_a_bad_cycle_file_is_refused_naming_the_field(tmp_path: Path, change: st
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "data").exists()  # nothing was created
+
+
+def test_a_run_whose_job_ended_without_it_is_failed_with_the_reason(tmp_path: Path) -> None:
+    from assay.api.cycles.jobs import queue_run
+
+    (store,) = _stores(tmp_path, 1)
+    store.upsert_cycle("alpaca-demo", _config())
+    run, job = queue_run(store.store, "alpaca-demo", "schedule")
+    store.update_run(run["id"], status="running", stage="train")
+    # the server was killed mid-run; at the restart the runner failed the orphaned job
+    store.store.finish_job(job["id"], "failed", error={"code": "job_interrupted", "message": "server restarted"})
+    assert CycleScheduler(store, lambda *a: None).tick() == [("alpaca-demo", "interrupted")]
+    failed = store.get_run(run["id"])
+    assert failed is not None and failed["status"] == "failed"
+    assert failed["reason"] == ("the run's job ended (failed) before the run did: the server stopped or the job was "
+                                "cancelled during stage train")
+    assert store.get_cycle("alpaca-demo")["champion"] is None  # type: ignore[index]
