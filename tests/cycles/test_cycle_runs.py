@@ -173,3 +173,20 @@ def test_rollback_and_promote_move_the_champion_alias_and_are_recorded(history: 
                             ("rollback", None)]
     missing = _cli("models", "promote", "cycle:parity:9999", "--data-dir", data_dir)
     assert missing.exit_code == 2 and "no model named" in missing.output
+
+
+def test_the_drift_trigger_scores_the_champion_on_the_fresh_records(tmp_path: Path, tiny_model: Path, kit: Any
+                                                                    ) -> None:
+    kit.write_jsonl(tmp_path / "incoming" / "batch.jsonl", kit.parity_records(12, 5))
+    config = kit.small_cycle(tmp_path, tiny_model)
+    definition = yaml.safe_load(config.read_text())
+    definition["triggers"] = {"min_new_records": 1000, "drift": {"metric": "perplexity", "threshold": 1e12,
+                                                                 "limit": 8}}
+    config.write_text(yaml.safe_dump(definition))
+    result = _cli("cycle", "run", config, "--data-dir", tmp_path / "data", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    drift = run["stages"]["triggers"]["drift"]
+    assert drift["metric"] == "perplexity" and 1.0 < drift["value"] < 1e12 and drift["fired"] is False
+    assert run["status"] == "skipped"
+    assert run["reason"].startswith("no trigger fired: 12 new records (< 1000); champion perplexity on fresh data ")
