@@ -93,6 +93,8 @@ def test_the_second_run_sees_only_new_records_and_its_failed_gate_keeps_the_cham
     metrics = {m["metric"]: m for m in run["summary"]["metrics"]}
     assert metrics["loss"]["items"] == 16 and metrics["loss"]["champion"] != metrics["loss"]["challenger"]
     assert run["summary"]["training"]["mode"] == "continue"
+    page = (Path(run["folder"]) / "eval" / "eval_report.html").read_text(encoding="utf-8")
+    assert "Difference = tuned − champion on the same items" in page
     assert run["summary"]["data"]["corpus_records"] == 100
 
 
