@@ -192,3 +192,17 @@ def test_the_drift_trigger_scores_the_champion_on_the_fresh_records(tmp_path: Pa
     assert drift["metric"] == "perplexity" and 1.0 < drift["value"] < 1e12 and drift["fired"] is False
     assert run["status"] == "skipped"
     assert run["reason"].startswith("no trigger fired: 12 new records (< 1000); champion perplexity on fresh data ")
+
+
+def test_continuing_from_an_adapter_of_another_rank_is_refused_clearly(history: dict[str, Any], tmp_path: Path,
+                                                                      tiny_model: Path, kit: Any) -> None:
+    from assay.schemas.training import FineTuneSpec
+    from assay.training.trainer import FineTuneError, finetune
+
+    champion = history["cycles"].store.get_model("cycle:parity:0001")
+    adapter = history["data_dir"] / champion["adapter_dir"]
+    data = kit.write_jsonl(tmp_path / "data.jsonl", kit.parity_records(20, 7))
+    spec = FineTuneSpec(model=str(tiny_model), max_steps=1, batch_size=4, max_seq_len=32, init_adapter=str(adapter),
+                        lora={"r": 4})
+    with pytest.raises(FineTuneError, match=r"has rank 16, the spec's lora.r is 4: they must match"):
+        finetune(spec, data, tmp_path / "out")
