@@ -115,7 +115,7 @@ def test_a_job_can_start_a_process_pool_of_its_own(client: httpx.Client) -> None
 def test_kind_names_and_routes_must_be_unique_and_bad_plugins_stop_serve(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    assert set(load_job_kinds(["example_job_kinds:KINDS"])) == {"curation", "echo", "side_echo", "stall"}
+    assert set(load_job_kinds(["example_job_kinds:KINDS"])) == {"curation", "cycle_run", "echo", "side_echo", "stall"}
     with pytest.raises(JobKindError, match="two job kinds are named 'echo'"):
         load_job_kinds(["example_job_kinds:ECHO", "example_job_kinds:ECHO"])
     with pytest.raises(JobKindError, match="is not a JobKind"):
