@@ -15,7 +15,7 @@ from assay.api.auth import KeyRing, RateLimiter, hash_key
 from assay.api.errors import install_error_handlers
 from assay.api.jobs import JobKind, load_job_kinds
 from assay.api.model_server import catalog_router
-from assay.api.routes import evals, files, health, models, reports
+from assay.api.routes import cycles, evals, files, health, models, reports
 from assay.api.routes.files import COMMON_ERRORS, NOT_FOUND
 from assay.api.routes.jobs import job_router
 from assay.api.runner import Runner
@@ -45,6 +45,7 @@ def _lifespan(settings: Settings, kinds: dict[str, JobKind], catalog: ServiceCat
         runner = Runner(settings, store, kinds)
         runner.start()
         catalog.bind(store)
+        scheduler = _cycle_scheduler(settings, store, runner, kinds)
         app.state.settings = settings
         app.state.store = store
         app.state.keyring = keyring
@@ -61,12 +62,33 @@ def _lifespan(settings: Settings, kinds: dict[str, JobKind], catalog: ServiceCat
             yield
         finally:
             catalog.close()
+            if scheduler is not None:
+                scheduler.stop()
             runner.stop()
             checker.shutdown()
             store.dispose()
             lock.release()
 
     return lifespan
+
+
+def _cycle_scheduler(settings: Settings, store: Store, runner: Runner, kinds: dict[str, JobKind]) -> Any:
+    """The thread that queues scheduled cycle runs (api/cycles/scheduler.py); None when turned off."""
+    from assay.api.cycle_store import CycleStore
+    from assay.api.cycles.jobs import CYCLE_RUNS, queue_run
+    from assay.api.cycles.scheduler import CycleScheduler
+
+    if settings.cycle_poll_s <= 0 or CYCLE_RUNS.name not in kinds:
+        return None
+
+    def enqueue(name: str, trigger: str) -> None:
+        queue_run(store, name, trigger)
+        runner.wake(CYCLE_RUNS.name)
+
+    scheduler = CycleScheduler(CycleStore(store), enqueue, poll_s=settings.cycle_poll_s,
+                               missed_grace_s=settings.cycle_missed_grace_s)
+    scheduler.start()
+    return scheduler
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -112,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "against `/v1`.")
     install_error_handlers(app)
     app.middleware("http")(_security_headers)
-    for module in (health, files, reports, models, evals):
+    for module in (health, files, reports, models, evals, cycles):
         app.include_router(module.router)
     app.include_router(catalog_router(catalog, standalone=False), responses={**COMMON_ERRORS, **NOT_FOUND})
     for kind in kinds.values():

@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
     models.command("show")(models_show)
     models.command("add")(models_add)
     models.command("prepare")(models_prepare)
+    from assay.api.cli_cycle import register as register_cycles  # `cycle ...`, `models promote|rollback`
+
+    register_cycles(app, models)
     app.add_typer(models, name="models")
 
 
@@ -273,9 +276,21 @@ def generate(
                    seed=seed)[0])
 
 
-def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    lineage: Annotated[bool, typer.Option("--lineage", help="The trained models in the registry (fine-tuned, cycle) "
+                                                            "with their lineage, instead of base models.")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="With --lineage: the service's data folder "
+                                                                     "[env: ASSAY_DATA_DIR].")] = None,
+) -> None:
     """Built-in and added models, and whether each is ready to load without a conversion."""
     import json
+
+    if lineage:
+        from assay.api.cli_cycle import models_with_lineage
+
+        models_with_lineage(data_dir, None, as_json)
+        return
 
     from assay.training.models import ModelError, is_ready, list_models
 

@@ -99,6 +99,10 @@ class Settings:
     that is ready to load without a conversion step."""
     max_loaded_adapters: int = 4
     """Fine-tuned adapters kept loaded for inference; the least recently used one unloads past this."""
+    cycle_poll_s: float = 5.0
+    """How often the cycle scheduler looks for due ticks; 0 turns the scheduler off."""
+    cycle_missed_grace_s: float = 60.0
+    """A tick found later than this was missed while no server ran (schedule.missed decides what happens)."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -122,6 +126,7 @@ class Settings:
             cancel_grace_s=_env_float("ASSAY_CANCEL_GRACE_S", 10.0),
             served_models=_env_list("ASSAY_MODELS"),
             max_loaded_adapters=_env_int("ASSAY_MAX_LOADED_ADAPTERS", 4),
+            cycle_poll_s=_env_float("ASSAY_CYCLE_POLL_S", 5.0),
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

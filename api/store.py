@@ -186,6 +186,8 @@ class Store:
         self.engine = make_engine(url)
 
     def create_schema(self) -> None:
+        import assay.api.cycle_store  # noqa: F401  (the retrain cycles' tables share this metadata)
+
         metadata.create_all(self.engine)
 
     def dispose(self) -> None:

@@ -93,8 +93,9 @@ def judge_backend(plan: JudgePlan, api_key: str | None = None) -> Any:
 
 
 def run_judge(plan: JudgePlan, model_path: Path, adapters: list[ModelTarget], out: Path,
-              api_key: str | None = None) -> list[JudgeComparison]:
-    """Answers of the base and every adapter on the plan's prompts, judged pairwise; outputs in out/judge-NAME/."""
+              api_key: str | None = None, reference: str | None = None) -> list[JudgeComparison]:
+    """Answers of the base and every adapter on the plan's prompts, judged pairwise; outputs in out/judge-NAME/.
+    With `reference` (an adapter's label) that adapter takes the base's side of every comparison."""
     from assay.evaluation.judge.compare import judge_base_vs_tuned
     from assay.evaluation.judge.engine import DataError, JudgeSettings
 
@@ -103,7 +104,8 @@ def run_judge(plan: JudgePlan, model_path: Path, adapters: list[ModelTarget], ou
     try:
         results = judge_base_vs_tuned(model_path, {a.label: str(a.adapter) for a in adapters}, plan.prompts,
                                       plan.rubric, backend, settings=settings,
-                                      max_new_tokens=plan.spec.max_new_tokens, out_dir=out, base="base")
+                                      max_new_tokens=plan.spec.max_new_tokens, out_dir=out,
+                                      base=reference or "base", reference=reference)
     except DataError as exc:
         raise EvalInputError(str(exc)) from exc
     return list(results.values())

@@ -84,18 +84,19 @@ def render_markdown(report: BenchmarkReport) -> str:
     parts = ["# Benchmark report", _md_header(report)]
     if report.warnings:
         parts.append("\n".join(f"- **warning:** {w}" for w in report.warnings))
-    parts.append("## Results\n\nHeadline metric per task; the difference is tuned - base on the same items, with "
-                 f"a paired bootstrap {report.spec.confidence:.0%} interval.")
+    reference = report.spec.reference
+    parts.append(f"## Results\n\nHeadline metric per task; the difference is tuned - {reference} on the same items, "
+                 f"with a paired bootstrap {report.spec.confidence:.0%} interval.")
     rows = []
     for task in report.tasks:
-        base = task.score("base")
+        base = task.score(reference)
         if not task.comparisons:
             rows.append([task.name, task.primary, str(task.items_evaluated), with_stderr(base), "", "", "", ""])
         for c in (c for c in task.comparisons if c.key == task.primary):
             rows.append([task.name, task.primary, str(task.items_evaluated), with_stderr(base),
                          f"{c.model}: {with_stderr(task.score(c.model))}", f"{signed(c.difference)} {interval(c)}",
                          p_value(c.p_value), VERDICT_WORDS[c.verdict]])
-    parts.append(md_table(["task", "metric", "items", "base", "tuned", "difference [CI]", "p", "verdict"], rows))
+    parts.append(md_table(["task", "metric", "items", reference, "tuned", "difference [CI]", "p", "verdict"], rows))
     parts.append("## All metrics")
     for task in report.tasks:
         keys = [m.key for m in task.scores.get("base", [])]

@@ -68,6 +68,9 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
     out = Path(out)
     model_path = resolve_model(spec.model)
     targets = [ModelTarget("base", model_path), *adapter_targets(model_path, spec.adapters)]
+    if spec.reference not in {t.label for t in targets}:
+        raise EvalInputError(f"reference {spec.reference!r} is neither 'base' nor the label of an adapter "
+                             f"({', '.join(t.label for t in targets[1:]) or 'none given'})")
     # Inputs that can fail are all read before any model runs: a bad file costs seconds, not a scoring pass.
     train_files, held_out = training_files(Path(spec.training_run)) if spec.training_run else ([], [])
     curation = curation_summary(Path(spec.curation_report)) if spec.curation_report else None
@@ -85,7 +88,9 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
     out.mkdir(parents=True, exist_ok=True)
     tasks = prepare_tasks(spec.tasks, out / "tasks", spec.num_fewshot, spec.limit, spec.seed, tokenizer,
                           spec.include_paths, spec.max_gen_toks)
-    judge_plan = plan_judge(spec.judge, tasks, targets[1:], spec.limit) if spec.judge is not None else None
+    compared = [t for t in targets if t.label != spec.reference]
+    judge_plan = (plan_judge(spec.judge, tasks, [t for t in compared if t.adapter is not None], spec.limit)
+                  if spec.judge is not None else None)
     device = resolve_device(spec.device)
     settings = HarnessSettings(device=device, dtype=resolve_dtype(spec.dtype, device), batch_size=spec.batch_size,
                                chat_template=spec.chat_template, seed=spec.seed,
@@ -109,7 +114,8 @@ def evaluate(spec: EvalSpec, out: str | Path, on_event: Event | None = None,
         if should_stop is not None and should_stop():
             raise EvaluationCancelled("evaluation cancelled")
         emit({"event": "judge_started", "prompts": len(judge_plan.prompts), "judge": judge_plan.spec.model})
-        judged = run_judge(judge_plan, model_path, targets[1:], out, judge_api_key)
+        judged = run_judge(judge_plan, model_path, targets[1:], out, judge_api_key,
+                           reference=None if spec.reference == "base" else spec.reference)
         emit({"event": "judge_done", "verdicts": {c.tuned: c.verdict for c in judged}})
 
     report = BenchmarkReport(
@@ -265,14 +271,19 @@ def _tail(text: str) -> str:
 
 
 def task_report(task: PreparedTask, scored: list[ModelScores], spec: EvalSpec, contamination: Any) -> TaskReport:
-    base = scored[0].tasks[task.name]
+    """Scores of every model; each model other than the reference (`spec.reference`, default the base) compared
+    with it."""
+    reference = next(s for s in scored if s.run.label == spec.reference)
+    base = reference.tasks[task.name]
     report = TaskReport(
         name=task.name, format=task.spec.format, path=task.spec.path, file_sha256=task.file_sha256,
         output_type=task.output_type, primary=task.primary, items_total=len(task.docs),
         items_evaluated=len(base.doc_ids), num_fewshot=task.num_fewshot, lm_eval_task=task.lm_name,
         task_config=str(task.config_path) if task.config_path else None, contamination=contamination,
         scores={s.run.label: metric_values(task, s.tasks[task.name], spec) for s in scored})
-    for model in scored[1:]:
+    for model in scored:
+        if model is reference:
+            continue
         tuned = model.tasks[task.name]
         report.comparisons.extend(compare(task, base, tuned, model.run.label, spec))
         report.disagreements.extend(disagreements(task, base, tuned, model.run.label, spec.max_examples))

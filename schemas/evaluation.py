@@ -79,6 +79,13 @@ class TaskSpec(BaseModel):
         return self.name or self.format
 
 
+def parse_task_strings(tasks: Any) -> Any:
+    """A task list as given in YAML or JSON: `NAME:PATH` strings become TaskSpecs, mappings stay for pydantic."""
+    if isinstance(tasks, list):
+        return [TaskSpec.parse(t) if isinstance(t, str) else t for t in tasks]
+    return tasks
+
+
 class JudgeSpec(BaseModel):
     """`assay eval --judge`: base and each adapter answer the same prompts; a judge compares every pair in both
     orders (the judge engine of evaluation/judge); the comparisons join the benchmark report."""
@@ -135,13 +142,14 @@ class EvalSpec(BaseModel):
     curation_report: str | None = Field(None, description="A curation output folder or its report.json, joined in.")
     max_examples: int = Field(5, ge=0, description="Disagreement examples shown per task, model and direction.")
     judge: JudgeSpec | None = Field(None, description="Also judge base against each adapter (needs an adapter).")
+    reference: str = Field(
+        "base", description="Label of the model every other model is compared with (differences, intervals, "
+                            "verdicts, judge): `base`, or an adapter's label (a retrain cycle's champion).")
 
     @field_validator("tasks", mode="before")
     @classmethod
     def _parse_task_strings(cls, tasks: Any) -> Any:
-        if isinstance(tasks, list):
-            return [TaskSpec.parse(t) if isinstance(t, str) else t for t in tasks]
-        return tasks
+        return parse_task_strings(tasks)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvalSpec:

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from assay.schemas.curation import CurationSpec
+from assay.schemas.cycle import CycleConfig, GateDecision
 from assay.schemas.evaluation import BenchmarkReport, EvalSpec
 from assay.schemas.judge import JudgeComparison, JudgeReport, JudgeVerdict, Rubric
 from assay.schemas.records import (
@@ -37,6 +38,8 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "judge_verdict": JudgeVerdict,
     "judge_report": JudgeReport,
     "judge_comparison": JudgeComparison,
+    "cycle_config": CycleConfig,
+    "gate_decision": GateDecision,
 }
 
 

@@ -64,6 +64,9 @@ class FineTuneSpec(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     chat_template: str | None = Field(None, description="Jinja chat template replacing the tokenizer's own.")
     merge: bool = Field(False, description="Also write the base model with the adapter merged in (merged/).")
+    init_adapter: str | None = Field(
+        None, description="Start from this LoRA adapter (a folder with adapter_model.safetensors, trained on the "
+                          "same base with the same rank and target modules) instead of a fresh one.")
 
     @model_validator(mode="after")
     def _quantization_needs_cuda(self) -> FineTuneSpec:

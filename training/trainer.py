@@ -398,7 +398,31 @@ class FineTuneRun:
                 model = get_peft_model(model, config)
         except ValueError as exc:
             raise FineTuneError(f"LoRA target modules {lora.target_modules}: {str(exc).splitlines()[0]}") from exc
+        if self.spec.init_adapter:
+            self._load_init_adapter(model, Path(self.spec.init_adapter))
         return model
+
+    def _load_init_adapter(self, model: Any, folder: Path) -> None:
+        """Continue from an earlier adapter: its weights replace the fresh LoRA's (same shapes required)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights_file = folder / "adapter_model.safetensors"
+        if not weights_file.is_file():
+            raise FineTuneError(f"init_adapter {folder}: no adapter_model.safetensors in it")
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")) \
+            if (folder / "adapter_config.json").is_file() else {}
+        if config.get("r") not in (None, self.spec.lora.r):
+            raise FineTuneError(f"init_adapter {folder} has rank {config.get('r')}, the spec's lora.r is "
+                                f"{self.spec.lora.r}: they must match")
+        try:
+            result = set_peft_model_state_dict(model, load_file(str(weights_file), device=self.device))
+        except RuntimeError as exc:  # a shape mismatch: another base model or other target modules
+            raise FineTuneError(f"init_adapter {folder} does not fit this model: {str(exc).splitlines()[0]}") from exc
+        unexpected: list[str] = list(getattr(result, "unexpected_keys", None) or [])
+        if unexpected:
+            raise FineTuneError(f"init_adapter {folder} has weights this model lacks "
+                                f"(e.g. {unexpected[0]}): other target modules or another base model")
 
     def _autocast(self) -> Any:
         import torch

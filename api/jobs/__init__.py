@@ -20,6 +20,7 @@ BUILTIN_JOB_KINDS: tuple[str, ...] = (
     "assay.api.jobs.fine_tuning:FINE_TUNING_JOBS",
     "assay.api.jobs.eval_run:EVAL_RUNS",
     "assay.api.jobs.benchmark:BENCHMARK_JOBS",
+    "assay.api.cycles.jobs:CYCLE_RUNS",
 )
 
 

@@ -47,13 +47,20 @@ def retrieve_model(model_id: str, catalog: ServiceCatalog = Depends(get_catalog)
 def delete_model(model_id: str, catalog: ServiceCatalog = Depends(get_catalog),
                  store: Store = Depends(get_store)) -> dict[str, Any]:
     """Deletes a fine-tuned model or checkpoint (its adapter files too). Base models cannot be deleted, and a
-    model that a queued or running job uses (an evaluation, a benchmark, a training run from it) is refused."""
+    model that a queued or running job uses (an evaluation, a benchmark, a training run from it) or that is a
+    retrain cycle's champion is refused."""
     if model_id in catalog.base_names():
         raise APIError(400, f"'{model_id}' is a base model; only fine-tuned models can be deleted.",
                        param="model", code="base_model")
     row = store.get_model(model_id)
     if row is None:
         raise _unknown(model_id, catalog)
+    from assay.api.cycle_store import CycleStore
+
+    champions = [c["name"] for c in CycleStore(store).list_cycles() if c.get("champion") == model_id]
+    if champions:
+        raise APIError(409, f"The model '{model_id}' is the champion of cycle(s) {', '.join(champions)}; promote "
+                            "another model or roll the cycle back first.", param="model", code="model_in_use")
     users = store.active_jobs_mentioning(model_id)
     if users:
         raise APIError(409, f"The model '{model_id}' is used by active job(s) {', '.join(users[:5])}; cancel them or "

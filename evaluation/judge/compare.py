@@ -151,11 +151,13 @@ async def judge_answers(prompts: Sequence[Any], tuned_answers: Sequence[str],
 def judge_base_vs_tuned(model_dir: str | Path, adapters: Mapping[str, str | Path],
                         prompts: Sequence[Any], rubric: Rubric, backend: JudgeBackend, *,
                         settings: JudgeSettings | None = None, max_new_tokens: int = 256,
-                        out_dir: str | Path | None = None, base: str = "base") -> dict[str, JudgeComparison]:
+                        out_dir: str | Path | None = None, base: str = "base",
+                        reference: str | None = None) -> dict[str, JudgeComparison]:
     """For each adapter: answers from base and tuned on `prompts`, judged pairwise in both orders. One typed
     JudgeComparison per adapter name; with out_dir, each adapter's judge outputs go to out_dir/judge-NAME/.
     `prompts` are `{id?, prompt, reference?}` mappings or items (e.g. `datasets.mt_bench_items()` with the
-    `mt-bench-pairwise` rubric for MT-Bench's reference-guided comparison)."""
+    `mt-bench-pairwise` rubric for MT-Bench's reference-guided comparison). With `reference` (one of
+    `adapters`), that adapter's answers stand in for the base's: every other adapter is judged against it."""
     prompts = as_prompts(prompts)
     answers = generate_answers(model_dir, prompts, adapters, max_new_tokens=max_new_tokens)
 
@@ -163,8 +165,10 @@ def judge_base_vs_tuned(model_dir: str | Path, adapters: Mapping[str, str | Path
         results = {}
         try:
             for name in adapters:
+                if name == reference:
+                    continue
                 folder = Path(out_dir) / f"judge-{name}" if out_dir is not None else None
-                results[name] = await judge_answers(prompts, answers[name], answers[None], rubric, backend,
+                results[name] = await judge_answers(prompts, answers[name], answers[reference], rubric, backend,
                                                     settings=settings, base=base, tuned=name, out_dir=folder)
         finally:
             await backend.aclose()

@@ -116,7 +116,7 @@ def test_kind_names_and_routes_must_be_unique_and_bad_plugins_stop_serve(tmp_pat
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     builtin = set(load_job_kinds())
-    assert {"curation", "fine_tuning", "eval_run", "benchmark"} <= builtin
+    assert {"curation", "fine_tuning", "eval_run", "benchmark", "cycle_run"} <= builtin
     assert set(load_job_kinds(["example_job_kinds:KINDS"])) == builtin | {"echo", "side_echo", "stall"}
     with pytest.raises(JobKindError, match="two job kinds are named 'echo'"):
         load_job_kinds(["example_job_kinds:ECHO", "example_job_kinds:ECHO"])
