@@ -44,9 +44,16 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+def _default_signals() -> None:
+    # A suite started with nohup or in the background hands its children SIGHUP / SIGINT ignored, and a
+    # process rightly keeps an inherited "ignore"; the driver stands for a user's foreground run.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def publish_with_a_signal(tmp_path: Path, out: Path, signame: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", DRIVER, str(dataset(tmp_path / "second.jsonl", 5)), str(out), signame],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, preexec_fn=_default_signals)
 
 
 def test_a_published_folder_lists_its_files_in_a_manifest_written_last(tmp_path: Path) -> None:
