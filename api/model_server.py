@@ -290,6 +290,11 @@ def catalog_router(catalog: ModelCatalog, *, standalone: bool = True) -> APIRout
             raise _unknown_model(model, catalog.names()) from None
         except GenerationError as exc:
             raise APIError(400, str(exc), param="model", code="model_not_available") from exc
+        except Exception as exc:  # a base model that cannot be loaded here (a failed conversion, missing files)
+            log.error("loading model %s failed: %s", model[:80], type(exc).__name__)
+            raise APIError(503, f"the model '{model[:80]}' could not be loaded on this server "
+                                f"({type(exc).__name__}); see the server log", param="model",
+                           code="model_unavailable") from exc
         try:
             yield engine, adapter
         finally:

@@ -22,7 +22,7 @@ TRAINING = {"max_steps": 4, "max_seq_len": 128, "eval_every": 2, "save_every": 2
 def ft_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("ft")
     env = {"ASSAY_API_KEYS": API_KEY, "ASSAY_RATE_LIMIT": "0", "ASSAY_HOME": str(root / "home"),
-           "ASSAY_MODELS": "tiny", "ASSAY_MAX_LOADED_ADAPTERS": "1"}
+           "ASSAY_MODELS": "tiny,not-installed", "ASSAY_MAX_LOADED_ADAPTERS": "1"}
     with ServerProcess(root / "data", workers=1, env=env) as running:
         yield running
 
@@ -146,6 +146,8 @@ def test_bad_requests_raise_the_sdks_exceptions(sdk: openai.OpenAI, training_fil
         sdk.fine_tuning.jobs.retrieve("ftjob-missing")
     with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(model="ft:tiny::missing", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.InternalServerError, match="could not be loaded"):  # listed, but it cannot load
+        sdk.chat.completions.create(model="not-installed", messages=[{"role": "user", "content": "x"}])
 
 
 def test_deleting_a_model_removes_it(sdk: openai.OpenAI, finished_job: Any) -> None:
