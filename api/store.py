@@ -257,17 +257,22 @@ class Store:
     # -- jobs -------------------------------------------------------------------------------------
     def insert_job(self, *, kind: str, params: dict[str, Any], input_file_id: str | None,
                    secrets: list[tuple[list[str | int], str]] | None = None) -> dict[str, Any]:
-        job_id = new_id("job")
         with self._write() as conn:
-            conn.execute(insert(jobs_table).values(
-                id=job_id, kind=kind, status="queued", params=params, input_file_id=input_file_id,
-                created_at=time.time(), cancel_requested=False))
-            if secrets:
-                conn.execute(insert(job_secrets_table).values(
-                    job_id=job_id, secrets=[[list(location), value] for location, value in secrets]))
+            job_id = self._insert_job_rows(conn, kind, params, input_file_id, secrets, time.time())
         job = self.get_job(job_id)
         assert job is not None
         return job
+
+    @staticmethod
+    def _insert_job_rows(conn: Connection, kind: str, params: dict[str, Any], input_file_id: str | None,
+                         secrets: list[tuple[list[str | int], str]] | None, now: float) -> str:
+        job_id = new_id("job")
+        conn.execute(insert(jobs_table).values(id=job_id, kind=kind, status="queued", params=params,
+                                               input_file_id=input_file_id, created_at=now, cancel_requested=False))
+        if secrets:
+            conn.execute(insert(job_secrets_table).values(
+                job_id=job_id, secrets=[[list(location), value] for location, value in secrets]))
+        return job_id
 
     def get_job(self, job_id: str, kind: str | None = None) -> dict[str, Any] | None:
         query = select(jobs_table).where(jobs_table.c.id == job_id)
@@ -299,14 +304,8 @@ class Store:
             else:
                 found = None
             if found is None:
-                job_id = new_id("job")
                 now = time.time()
-                conn.execute(insert(jobs_table).values(
-                    id=job_id, kind=kind, status="queued", params=params, input_file_id=input_file_id,
-                    created_at=now, cancel_requested=False))
-                if secrets:
-                    conn.execute(insert(job_secrets_table).values(
-                        job_id=job_id, secrets=[[list(location), value] for location, value in secrets]))
+                job_id = self._insert_job_rows(conn, kind, params, input_file_id, secrets, now)
                 conn.execute(insert(idempotency_table).values(
                     key=f"{kind}:{key if key is not None else job_id}", kind=kind, request_digest=digest,
                     job_id=job_id, created_at=now))

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +20,22 @@ import orjson
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The service's own commands on a bare typer app, so the server starts the way `assay serve` starts it.
 LAUNCHER = "import typer; from assay.api.cli_serve import register; app = typer.Typer(); register(app); app()"
+
+
+@contextmanager
+def scoped_env(**values: str) -> Iterator[dict[str, str | None]]:
+    """Set environment variables for a block (tests, benchmarks) and put back what was there; yields the
+    previous values (None: unset)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield saved
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def free_port() -> int:

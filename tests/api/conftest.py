@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from assay.api.testing import ServerProcess, write_chat_jsonl
+from assay.api.testing import ServerProcess, scoped_env, write_chat_jsonl
 
 
 @pytest.fixture(scope="package", autouse=True)
 def served_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Servers of these tests serve only the tiny model from a scratch ASSAY_HOME, never the user's models
     (a fuzzed chat request must not load SmolLM2)."""
-    saved = {name: os.environ.get(name) for name in ("ASSAY_MODELS", "ASSAY_HOME")}
-    os.environ["ASSAY_MODELS"] = "tiny"
-    os.environ["ASSAY_HOME"] = str(tmp_path_factory.mktemp("api-assay-home"))
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with scoped_env(ASSAY_MODELS="tiny", ASSAY_HOME=str(tmp_path_factory.mktemp("api-assay-home"))):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ small (a few training steps, a few evaluation items)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from assay.api.testing import scoped_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cycle" / "cycle.yaml"
 
@@ -22,14 +23,9 @@ def _one_thread_and_private_cache(tmp_path_factory: pytest.TempPathFactory) -> I
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    old = os.environ.get("ASSAY_HOME")
-    os.environ["ASSAY_HOME"] = str(tmp_path_factory.mktemp("assay-home"))
-    yield
+    with scoped_env(ASSAY_HOME=str(tmp_path_factory.mktemp("assay-home"))):
+        yield
     torch.set_num_threads(threads)
-    if old is None:
-        os.environ.pop("ASSAY_HOME", None)
-    else:
-        os.environ["ASSAY_HOME"] = old
 
 
 @pytest.fixture(scope="session")

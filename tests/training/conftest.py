@@ -4,12 +4,13 @@ Assay's model cache in a temporary folder."""
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from assay.api.testing import scoped_env
 
 _USER_HOME: list[str | None] = []
 
@@ -26,15 +27,10 @@ def _one_thread_and_private_cache(tmp_path_factory: pytest.TempPathFactory) -> I
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models gain nothing from threads, and a loaded machine punishes them
-    old = os.environ.get("ASSAY_HOME")
-    _USER_HOME.append(old)
-    os.environ["ASSAY_HOME"] = str(tmp_path_factory.mktemp("assay-home"))
-    yield
+    with scoped_env(ASSAY_HOME=str(tmp_path_factory.mktemp("assay-home"))) as saved:
+        _USER_HOME.append(saved["ASSAY_HOME"])
+        yield
     torch.set_num_threads(threads)
-    if old is None:
-        os.environ.pop("ASSAY_HOME", None)
-    else:
-        os.environ["ASSAY_HOME"] = old
 
 
 @pytest.fixture(scope="session")
