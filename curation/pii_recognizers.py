@@ -19,6 +19,7 @@ from presidio_analyzer import (
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
+from assay.curation.pii_context import RELATION
 from assay.schemas.pii import CustomRecognizer
 
 # Street types in English and the European languages street names in real data come in. Words
@@ -93,10 +94,15 @@ _ADDRESS_ANCHORS: tuple[tuple[str, float], ...] = (
     (rf"(?<!\w)(?i:{_STRONG_UNIT})", 0.55),
     # USNS Márquez FPO AP 08653 (US military addresses)
     (r"(?i)\b(?:USNS|USNV|USS|USCGC|PSC|Unit)\s+\w+(?:,?\s+Box\s+\d+)?\s*\n?\s*[AF]PO\s+A[AEP]\s+\d{5}\b", 0.7),
+    # the corner of Koepoortwal 115 and Hansen Street: a meeting point named by two streets
+    (rf"(?:\b(?i:the){_SP})?\b(?i:corner){_SP}(?i:of){_SP}[^\n,;:?!]{{2,60}}?{_SP}(?i:and){_SP}{_NAME_WORDS}"
+     rf"(?:{_SP}(?i:{_STREET_TYPES})\b\.?|{_SP}{_NUM}\b)", 0.6),
     # Boyle Street / Main Road: a street name without a number says where a street is, not where a
     # person lives; it counts only after "lives on", "address:", ... (the context boost)
     (r"\b\p{Lu}[\w'’\-]+[ \t]+(?:Street|Road|Avenue|Lane|Drive|Boulevard|Terrace|Crescent)\b", 0.2),
 )
+# "moved to Princeton in 1933": words that put a year or a count after a place, never inside a street line
+_NOT_IN_A_STREET = r"(?i:in|since|on|during|until|till|by|from|for|after|before|around|circa|about|at|and|with)"
 _ZIP_CONTEXT = re.compile(
     r"(?i)\b(?:zip(?:\s*code)?|post(?:al)?\s*code|postcode|plz|cep|código postal|code postal)\b\s*"
     r"(?:is|:|=|-)?\s*(\d{5}(?:-\d{4})?|\d{4,6}|[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2})\b")
@@ -186,7 +192,8 @@ class StreetAddressRecognizer(LocalRecognizer):
         self._anchors = [(regex.compile(p), s) for p, s in (*_ADDRESS_ANCHORS, usps_anchor)]
         # After 'lives at' / 'address is', a number and one to three capitalised words are enough.
         self._after_context = regex.compile(rf"\b{_NUM}{_SP}(?:{capital}{_SP}?){{1,3}}"
-                                            rf"|\b{capital}(?:{_SP}[\w'’.\-]+){{0,3}}{_SP}{_NUM}\b")
+                                            rf"|\b{capital}(?:{_SP}(?!{_NOT_IN_A_STREET}\b)[\w'’.\-]+){{0,3}}"
+                                            rf"{_SP}{_NUM}\b")
         super().__init__(supported_entities=["STREET_ADDRESS"], name="StreetAddressRecognizer",
                          supported_language=supported_language)
 
@@ -254,13 +261,30 @@ def _worth_reporting(value: str) -> bool:
 
 # -- person names in telling context ---------------------------------------------------------------
 
-_NAME = r"(?-i:\p{Lu}[\p{Ll}'’\-]+|\p{Lu}\.)"
+# Ana, McCathie, J., and the particles of "Donald van der Voet"
+_NAME = (r"(?-i:(?:(?:van|von|der|den|de|da|di|del|du|la|le|ter|bin|ibn|al)[ \t]+){0,2}"
+         r"(?:\p{Lu}[\p{Ll}'’\-]+(?:\p{Lu}[\p{Ll}'’\-]+)?|\p{Lu}\.))")
 _PERSON_CONTEXT = (
     # "my name is Ana Souza", "call me Tilly", "Name: Jo Park", "signed, Bea Lind"
     (rf"(?:\bmy\s+name\s+is|\bname\s*:|\bcall\s+me|\bcalls\s+me|\bi\s+am\s+called|\bsigned,?)"
      rf"\s+(?P<name>{_NAME}(?:[ \t]+{_NAME}){{0,3}})", 0.7),
     # "Mr. Carr", "Dr. Peter Garcia": the title goes with the name
     (rf"(?P<name>\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dame)\.?[ \t]+{_NAME}(?:[ \t]+{_NAME}){{0,2}})", 0.7),
+    # "it's under Shannon Linden", "my partner's name Roberto Yamamura", "maiden name is McCathie",
+    # "What's your name? April Martin", "add Tammy Gyarmathy as guardian"
+    (rf"(?:\b(?:it'?s|it’s|is|was)\s+under|\bunder\s+the\s+name|(?:\b{RELATION}(?:'s|’s)|\bmaiden|\bfull|\blegal|\bfirst|"
+     rf"\blast)\s+name(?:\s+is|\s*:)?|\byour\s+name\s*\?)\s+(?P<name>{_NAME}(?:[ \t]+{_NAME}){{0,3}})", 0.6),
+    (rf"\badd\s+(?P<name>{_NAME}(?:[ \t]+{_NAME}){{0,3}})\s+as\s+(?:an?\s+|the\s+|my\s+)?(?:guardian|beneficiary|"
+     rf"emergency\s+contact|co-?signer|authori[sz]ed\s+user|dependent)\b", 0.6),
+)
+# In text without capitals ("my name is ana souza") only the phrases that leave no doubt
+_LOWER_NAME = (r"(?!(?:and|or|but|is|was|i|im|from|at|in|on|to|of|for|with|the|a|an|my|your|here|please|"
+               r"thanks|and)\b)(?-i:\p{Ll}[\p{Ll}'’\-]+)")
+_PERSON_CONTEXT_LOWER = (
+    (rf"(?:\bmy\s+name\s+is|\bname\s*:|\bcalls?\s+me|(?:\b{RELATION}(?:'s|’s)|\bmaiden|\bfull|\blegal)\s+name(?:\s+is|\s*:)?|"
+     rf"\byour\s+name\s*\?)\s+(?!(?:his|her|our|their)\b)(?P<name>{_LOWER_NAME}(?:[ \t]+{_LOWER_NAME}){{0,2}})", 0.5),
+    (rf"\badd\s+(?P<name>{_LOWER_NAME}(?:[ \t]+{_LOWER_NAME}){{0,2}})\s+as\s+(?:an?\s+|the\s+|my\s+)?"
+     rf"(?:guardian|beneficiary|emergency\s+contact|co-?signer|authori[sz]ed\s+user|dependent)\b", 0.5),
 )
 
 
@@ -272,6 +296,7 @@ class PersonContextRecognizer(LocalRecognizer):
         import regex  # \p{Lu}: capitals of every script
 
         self._patterns = [(regex.compile(p, regex.IGNORECASE), s) for p, s in _PERSON_CONTEXT]
+        self._lower_patterns = [(regex.compile(p, regex.IGNORECASE), s) for p, s in _PERSON_CONTEXT_LOWER]
         super().__init__(supported_entities=["PERSON"], name="PersonContextRecognizer",
                          supported_language=supported_language)
 
@@ -280,8 +305,9 @@ class PersonContextRecognizer(LocalRecognizer):
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
                 ) -> list[RecognizerResult]:
+        patterns = self._patterns if any(c.isupper() for c in text) else self._lower_patterns
         return [_result(self, "PERSON", m.start("name"), m.end("name"), score)
-                for pattern, score in self._patterns for m in pattern.finditer(text)]
+                for pattern, score in patterns for m in pattern.finditer(text)]
 
 
 # -- phone numbers ---------------------------------------------------------------------------------

