@@ -194,7 +194,7 @@ def personal(text: str, entity: str, start: int, end: int, identifiers: list[Spa
              people: Sequence[Span] = ()) -> bool:
     """Whether a NER name or place at [start, end) is tied to a private person by its context. `people`:
     the names already found personal in this text; a place in the same sentence is theirs."""
-    if any(s - IDENTIFIER_REACH < end and start < e + IDENTIFIER_REACH for s, e in identifiers):
+    if any(_tied(text, start, end, s, e) for s, e in identifiers):
         return True
     before = text[max(0, start - CUE_REACH):start]
     if entity == "LOCATION":
@@ -213,6 +213,21 @@ def personal(text: str, entity: str, start: int, end: int, identifiers: list[Spa
     return _OWN_NAME.search(sentence_before) is not None \
         or (_SENTENCE_START.search(text[max(0, start - 12):start]) is not None
             and _VOCATIVE_AFTER.search(after) is not None)
+
+
+# Where prose moves on to another sentence: ". How do I ...", "? Is ...". Lines are no break: an address
+# block or a signature puts the name and its identifiers on lines of their own.
+_PROSE_BREAK = regex.compile(r"(?<=[\p{Ll}\d)\]\"'])(?<!\b(?i:mr|mrs|ms|mx|dr|prof|st|jr|sr|vs|etc|no))[.?!]+[\"')\]]*"
+                             r"[ \t]+(?=\p{Lu})")
+
+
+def _tied(text: str, start: int, end: int, id_start: int, id_end: int) -> bool:
+    """Whether an identifier at [id_start, id_end) makes the name at [start, end) personal: near it, and
+    not in another sentence of prose ("My email is jo@x.org. How do I parse a dictionary in Python?")."""
+    if not (id_start - IDENTIFIER_REACH < end and start < id_end + IDENTIFIER_REACH):
+        return False
+    lo, hi = (end, id_start) if end <= id_start else (id_end, start)
+    return _PROSE_BREAK.search(text[max(0, lo - 1):hi + 1]) is None  # a character each side for the look-arounds
 
 
 class ContextDecision(NamedTuple):

@@ -276,6 +276,9 @@ _PERSON_CONTEXT = (
      rf"\blast)\s+name(?:\s+is|\s*:)?|\byour\s+name\s*\?)\s+(?P<name>{_NAME}(?:[ \t]+{_NAME}){{0,3}})", 0.6),
     (rf"\badd\s+(?P<name>{_NAME}(?:[ \t]+{_NAME}){{0,3}})\s+as\s+(?:an?\s+|the\s+|my\s+)?(?:guardian|beneficiary|"
      rf"emergency\s+contact|co-?signer|authori[sz]ed\s+user|dependent)\b", 0.6),
+    # "I'm Crystal, reachable at ...": a self-introduction followed by how to reach the writer
+    (rf"\b(?:i'?m|i’m|i\s+am|this\s+is)\s+(?P<name>{_NAME}(?:[ \t]+{_NAME}){{0,2}})\s*,?\s+(?:and\s+)?(?:i'?m\s+)?"
+     rf"(?:reachable|you\s+can\s+(?:reach|call|e-?mail|text)|my\s+(?:number|phone|e-?mail|cell|address))\b", 0.6),
 )
 # In text without capitals ("my name is ana souza") only the phrases that leave no doubt
 _LOWER_NAME = (r"(?!(?:and|or|but|is|was|i|im|from|at|in|on|to|of|for|with|the|a|an|my|your|here|please|"
@@ -320,12 +323,12 @@ _YEAR_RANGE = re.compile(r"^(?:1[5-9]|20)\d\d\s*[-/]\s*(?:(?:1[5-9]|20)\d\d|\d\d
 _SSN_LIKE = re.compile(r"^\d{3}-\d{2}-\d{4}$")  # US_SSN's shape; the SSN recognizer names it
 _IPV4_LIKE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
 # Written the way phone numbers are and numbers in prose are not: +44 ..., (415) 555-0172, 415-555-0172
-_PHONE_SHAPED = re.compile(r"^(?:(?:\+|00)\d|\(\d{1,5}\)\s?\d|\d{3}[-.]\d{3}[-.]\d{4}\b)")
+_PHONE_SHAPED = re.compile(r"^(?:(?:\+|00)\d|\(\d{1,5}\)\s?\d|\d{3}[-.]\d{3}[-.]\d{4}(?!\d))")  # 8017x598 too
 # Arithmetic around a number ("$4500-600 =", "<<1200/1000=1.2>>"), or a row of a table of numbers
 _ARITHMETIC_BEFORE = re.compile(r"(?:[=$€£<*/+×÷^]|\d[ \t]+)[ \t]*$")
 _ARITHMETIC_AFTER = re.compile(r"^[ \t]*(?:[=>*/+×÷^%]|[ \t]\d)")
 _PHONE_CONTEXT_WORDS = re.compile(
-    r"(?i)\b(?:phone|telephone|tel|cell|mobile|call(?:ed|ing)?|fax|office|number|reach|contact|whats\s?app|"
+    r"(?i)\b(?:phone|telephone|tel|cell|mobile|call(?:ed|ing)?|fax|office|number|reach(?:able)?|contact|whats\s?app|"
     r"sms|text|desk|dial|ring|answering|line|hotline|extension|ext|ph|mob|no)\b")
 
 

@@ -149,6 +149,20 @@ def test_phones_in_national_formats_are_found_but_dates_are_not(engine: PiiEngin
     assert values == {"0431 35 06 90", "(37) 788-063", "699 956 915"}
 
 
+def test_an_identifier_ties_names_in_its_sentence_or_block_but_not_the_next_sentence(engine: PiiEngine) -> None:
+    text = "My name is Ana Souza and my email is ana@souza.org. How do I parse a dictionary in Python?"
+    redacted = redact_text(engine, text)
+    assert "Ana Souza" not in redacted and "Python?" in redacted
+    block = "??? Thomas Gomes\n??? H. J. Wilson & Company\n??? 02 P.O. Box 175\n??? tgomes@wilson.com"
+    assert "Thomas Gomes" not in redact_text(engine, block)
+
+
+def test_a_phone_with_an_extension_is_found_without_a_phone_word(engine: PiiEngine) -> None:
+    # "8017x598": no word boundary before the extension; the number is still written like a phone
+    text = "I'm Jessica Moore, reachable at 501-687-8017x598. Plan a trip."
+    assert "501-687-8017x598" not in redact_text(engine, text)
+
+
 def test_patterns_mode_needs_no_model_and_finds_structured_pii() -> None:
     engine = engine_for(nlp_engine="patterns")
     out = redact_text(engine, f"Maria Gonzalez: {EMAIL}, {IP}")
@@ -239,7 +253,7 @@ def test_strict_profile_reaches_the_recall_target_on_held_out_templates(external
 def test_training_profile_finds_every_identifier_and_the_names_in_a_personal_context(
         engine: PiiEngine, external_data: Path) -> None:
     # Names in narrative templates ("Zoolander ... directed by Alice Hasti") are left by design; the
-    # held-out figure is documented in docs/pii.md (0.687) and must not fall.
+    # held-out figure is documented in docs/pii.md (0.686) and must not fall.
     scores = _recall(engine, external_data, "held_out")
     for entity in ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER"):
         assert scores.recall(entity) >= 0.97, (entity, scores.recall(entity))
