@@ -208,9 +208,7 @@ def personal(text: str, entity: str, start: int, end: int, identifiers: list[Spa
         return False  # an author, a king, an eponym ('Kohn-Sham', 'Slater type orbitals'), a citation
     if _CUE_BEFORE.search(before) or _CUE_AFTER.search(after):
         return True
-    sentence = _sentence(text, start, end)
-    sentence_before = sentence[:max(0, start - _sentence_start(text, start))]
-    return _OWN_NAME.search(sentence_before) is not None \
+    return _OWN_NAME.search(text[_sentence_start(text, start):start]) is not None \
         or (_SENTENCE_START.search(text[max(0, start - 12):start]) is not None
             and _VOCATIVE_AFTER.search(after) is not None)
 
@@ -221,10 +219,14 @@ _PROSE_BREAK = regex.compile(r"(?<=[\p{Ll}\d)\]\"'])(?<!\b(?i:mr|mrs|ms|mx|dr|pr
                              r"[ \t]+(?=\p{Lu})")
 
 
+def _near(start: int, end: int, id_start: int, id_end: int) -> bool:
+    return id_start - IDENTIFIER_REACH < end and start < id_end + IDENTIFIER_REACH
+
+
 def _tied(text: str, start: int, end: int, id_start: int, id_end: int) -> bool:
     """Whether an identifier at [id_start, id_end) makes the name at [start, end) personal: near it, and
     not in another sentence of prose ("My email is jo@x.org. How do I parse a dictionary in Python?")."""
-    if not (id_start - IDENTIFIER_REACH < end and start < id_end + IDENTIFIER_REACH):
+    if not _near(start, end, id_start, id_end):
         return False
     lo, hi = (end, id_start) if end <= id_start else (id_end, start)
     return _PROSE_BREAK.search(text[max(0, lo - 1):hi + 1]) is None  # a character each side for the look-arounds
@@ -249,8 +251,7 @@ def decide(text: str, facts: TextFacts, entity: str, start: int, end: int, ident
             return ContextDecision(True, "")
         if not looks_like_a_name(value, facts):
             return ContextDecision(False, "not_a_name")
-        if facts.word_problem and not any(s - IDENTIFIER_REACH < end and start < e + IDENTIFIER_REACH
-                                          for s, e in identifiers):
+        if facts.word_problem and not any(_near(start, end, s, e) for s, e in identifiers):
             return ContextDecision(False, "word_problem")
         if not personal(text, entity, start, end, identifiers, people):
             return ContextDecision(False, "no_personal_context")

@@ -377,7 +377,10 @@ def _vendored_model_folder(name: str) -> str | None:
     locate = getattr(module, "model_path", None)
     if not callable(locate):
         return None
-    folder = Path(str(locate()))
+    try:
+        folder = Path(str(locate()))
+    except (OSError, ValueError) as exc:  # mooring's build without the model files raises FileNotFoundError
+        raise PiiEngineError(f"spaCy model package '{name}' has no model files: {exc}") from None
     return str(folder) if (folder / "meta.json").is_file() else None
 
 

